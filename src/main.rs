@@ -19,7 +19,12 @@ use gantry_runner::{Pipeline, SpecError, logging};
 #[command(name = "gantry", version, about, max_term_width = 100)]
 struct Cli {
     /// The cache folder (objects, run records, logs).
-    #[arg(long, global = true, env = "GANTRY_CACHE_DIR", default_value = ".gantry")]
+    #[arg(
+        long,
+        global = true,
+        env = "GANTRY_CACHE_DIR",
+        default_value = ".gantry"
+    )]
     cache_dir: PathBuf,
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -295,12 +300,15 @@ fn run(store: &Store, args: RunArgs, quiet: bool) -> Result<(), Failure> {
             }
         }
         Event::Started { stage } => tracing::debug!("started {stage}"),
-        Event::Waiting { stage } => {
-            line(quiet, &format!("  waiting  {stage:width$}  another gantry process is computing it"))
-        }
+        Event::Waiting { stage } => line(
+            quiet,
+            &format!("  waiting  {stage:width$}  another gantry process is computing it"),
+        ),
         Event::Finished { stage, outcome } => {
             let text = match outcome {
-                Outcome::Executed { seconds } => format!("  ran      {stage:width$}  {seconds:.2}s"),
+                Outcome::Executed { seconds } => {
+                    format!("  ran      {stage:width$}  {seconds:.2}s")
+                }
                 Outcome::Cached { restored: false } => format!("  fresh    {stage:width$}"),
                 Outcome::Cached { restored: true } => {
                     format!("  restored {stage:width$}  from the run-cache (seen before)")
@@ -327,12 +335,11 @@ fn run(store: &Store, args: RunArgs, quiet: bool) -> Result<(), Failure> {
             }
         }
     };
-    let summary =
-        exec::run(store, &p, &opts, cancel.clone(), &report).map_err(|e| Failure::BadInput(anyhow::anyhow!(e)))?;
+    let summary = exec::run(store, &p, &opts, cancel.clone(), &report)
+        .map_err(|e| Failure::BadInput(anyhow::anyhow!(e)))?;
     let ran = summary.count(|o| matches!(o, Outcome::Executed { .. }));
-    let cached = summary.count(|o| {
-        matches!(o, Outcome::Cached { .. } | Outcome::ComputedElsewhere)
-    });
+    let cached =
+        summary.count(|o| matches!(o, Outcome::Cached { .. } | Outcome::ComputedElsewhere));
     let failed = summary.count(|o| matches!(o, Outcome::Failed { .. }));
     let skipped = summary.count(|o| matches!(o, Outcome::Skipped { .. } | Outcome::Cancelled));
     line(
@@ -384,7 +391,9 @@ fn status(store: &Store, args: &PipelineArgs, json: bool) -> Result<(), Failure>
     let width = st.iter().map(|s| s.stage.len()).max().unwrap_or(8);
     for s in &st {
         match &s.freshness {
-            Freshness::Fresh { restored: false, .. } => println!("{:width$}  fresh", s.stage),
+            Freshness::Fresh {
+                restored: false, ..
+            } => println!("{:width$}  fresh", s.stage),
             Freshness::Fresh { restored: true, .. } => println!(
                 "{:width$}  fresh (in the run-cache: will be restored without running)",
                 s.stage
@@ -402,7 +411,10 @@ fn dag(p: &Pipeline, format: DagFormat) -> String {
     let mut out = String::new();
     match format {
         DagFormat::Dot => {
-            out.push_str(&format!("digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n", p.name));
+            out.push_str(&format!(
+                "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box];\n",
+                p.name
+            ));
             for (i, inst) in p.instances.iter().enumerate() {
                 out.push_str(&format!(
                     "  n{i} [label=\"{}\\n({})\"];\n",
@@ -471,10 +483,16 @@ fn show(
         println!("{}", serde_json::to_string_pretty(&rec).context("record")?);
         return Ok(());
     }
-    println!("stage     {}  ({} v{})", rec.stage, rec.kind, rec.kind_version);
+    println!(
+        "stage     {}  ({} v{})",
+        rec.stage, rec.kind, rec.kind_version
+    );
     println!("pipeline  {}", rec.pipeline);
     println!("key       {}", rec.key);
-    println!("ran       {} for {:.2}s on {} (gantry {})", rec.started_at, rec.duration_s, rec.host, rec.gantry_version);
+    println!(
+        "ran       {} for {:.2}s on {} (gantry {})",
+        rec.started_at, rec.duration_s, rec.host, rec.gantry_version
+    );
     if let Some(b) = &rec.backend {
         println!("backend   {b}");
     }
@@ -487,12 +505,20 @@ fn show(
     for (f, h) in &rec.files {
         println!("file      {f} ({})", h.short());
     }
-    println!("outputs   ({} files, {} bytes, {})", rec.outputs.files.len(), rec.outputs.total_size(), rec.output_hash.short());
+    println!(
+        "outputs   ({} files, {} bytes, {})",
+        rec.outputs.files.len(),
+        rec.outputs.total_size(),
+        rec.output_hash.short()
+    );
     for (path, e) in &rec.outputs.files {
         println!("  {path:40} {:>12}  {}", e.size, e.hash.short());
     }
     if let Some(m) = &rec.metrics {
-        println!("metrics   {}", serde_json::to_string_pretty(m).context("metrics")?);
+        println!(
+            "metrics   {}",
+            serde_json::to_string_pretty(m).context("metrics")?
+        );
     }
     println!("log       {}", store.log_path(&rec.key).display());
     Ok(())
@@ -510,7 +536,10 @@ fn cache(store: &Store, command: CacheCommand) -> Result<(), Failure> {
                 .context("verify")?;
             bar.finish_and_clear();
             if json {
-                println!("{}", serde_json::to_string_pretty(&report).context("report")?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("report")?
+                );
             } else {
                 for c in &report.corrupt {
                     println!(
@@ -521,7 +550,10 @@ fn cache(store: &Store, command: CacheCommand) -> Result<(), Failure> {
                     );
                 }
                 for (k, stage) in &report.incomplete_records {
-                    println!("missing  run of `{stage}` ({}) lacks objects; it will be recomputed", k.short());
+                    println!(
+                        "missing  run of `{stage}` ({}) lacks objects; it will be recomputed",
+                        k.short()
+                    );
                 }
                 for (p, why) in &report.unreadable_records {
                     println!("corrupt  {}: {why}", p.display());

@@ -71,10 +71,7 @@ const PARALLEL_HASH_THRESHOLD: u64 = 4 << 20;
 /// Hash a file's contents.
 pub fn hash_file(path: &Path) -> Result<(Hash, u64)> {
     let file = std::fs::File::open(path).map_err(|e| CacheError::io(path, e))?;
-    let len = file
-        .metadata()
-        .map_err(|e| CacheError::io(path, e))?
-        .len();
+    let len = file.metadata().map_err(|e| CacheError::io(path, e))?.len();
     let mut hasher = blake3::Hasher::new();
     if len >= PARALLEL_HASH_THRESHOLD {
         hasher

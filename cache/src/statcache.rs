@@ -71,9 +71,10 @@ impl StatCache {
             vec![seen(String::new(), abs.clone(), &meta)]
         };
 
-        let store_path = self
-            .dir
-            .join(format!("{}.bin", Hash::of(abs.to_string_lossy().as_bytes()).to_hex()));
+        let store_path = self.dir.join(format!(
+            "{}.bin",
+            Hash::of(abs.to_string_lossy().as_bytes()).to_hex()
+        ));
         let previous: StatFile = std::fs::read(&store_path)
             .ok()
             .and_then(|b| postcard::from_bytes(&b).ok())
@@ -94,7 +95,9 @@ impl StatCache {
             cached.push(hit);
         }
 
-        let misses: Vec<usize> = (0..listing.len()).filter(|&i| cached[i].is_none()).collect();
+        let misses: Vec<usize> = (0..listing.len())
+            .filter(|&i| cached[i].is_none())
+            .collect();
         let total = misses.len();
         let done = std::sync::atomic::AtomicUsize::new(0);
         let fresh: Vec<(usize, Hash)> = misses
@@ -163,7 +166,10 @@ fn list_folder(root: &Path) -> Result<Vec<Seen>> {
     let mut paths = Vec::new();
     for entry in walkdir::WalkDir::new(root).follow_links(true) {
         let entry = entry.map_err(|e| {
-            let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| root.into());
+            let p = e
+                .path()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| root.into());
             CacheError::io(p, e.into())
         })?;
         if entry.file_type().is_dir() {
@@ -231,7 +237,10 @@ mod tests {
         assert_eq!(first.rehashed, 3);
         let again = cache.hash_path(&data, &none).unwrap();
         assert_eq!(again.hash, first.hash);
-        assert_eq!(again.rehashed, 0, "unchanged files must come from the stat cache");
+        assert_eq!(
+            again.rehashed, 0,
+            "unchanged files must come from the stat cache"
+        );
 
         // mtime only: rehashed once, same hash.
         filetime::set_file_mtime(

@@ -78,7 +78,9 @@ impl Store {
     }
 
     fn record_path(&self, key: &Hash) -> PathBuf {
-        self.root.join("runs").join(format!("{}.json", key.to_hex()))
+        self.root
+            .join("runs")
+            .join(format!("{}.json", key.to_hex()))
     }
 
     /// A folder tied to a stage key that survives interruption (checkpoints).
@@ -112,7 +114,10 @@ impl Store {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name.rsplitn(3, '-').nth(1).and_then(|p| p.parse::<u32>().ok());
+            let pid = name
+                .rsplitn(3, '-')
+                .nth(1)
+                .and_then(|p| p.parse::<u32>().ok());
             if let Some(pid) = pid
                 && pid != std::process::id()
                 && !Path::new(&format!("/proc/{pid}")).exists()
@@ -125,7 +130,10 @@ impl Store {
     /// Hold the lock of one stage key.
     pub fn lock_key(&self, key: &Hash, on_wait: impl FnOnce()) -> Result<KeyLock> {
         KeyLock::acquire(
-            &self.root.join("locks").join(format!("{}.lock", key.to_hex())),
+            &self
+                .root
+                .join("locks")
+                .join(format!("{}.lock", key.to_hex())),
             on_wait,
         )
     }
@@ -151,7 +159,10 @@ impl Store {
         let mut files = Vec::new();
         for entry in walkdir::WalkDir::new(scratch).follow_links(true) {
             let entry = entry.map_err(|e| {
-                let p = e.path().map(Path::to_path_buf).unwrap_or_else(|| scratch.into());
+                let p = e
+                    .path()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_else(|| scratch.into());
                 CacheError::io(p, e.into())
             })?;
             if entry.file_type().is_dir() {
@@ -307,10 +318,7 @@ impl Store {
         history.insert(0, *key);
         history.truncate(32);
         let doc = serde_json::json!({ "pipeline": pipeline, "stage": stage, "history": history });
-        write_atomic(
-            &self.ref_path(pipeline, stage),
-            doc.to_string().as_bytes(),
-        )
+        write_atomic(&self.ref_path(pipeline, stage), doc.to_string().as_bytes())
     }
 
     /// Keys of the runs of a stage, newest first.
@@ -381,7 +389,9 @@ impl Store {
             // A copy (other filesystem) has its own inode: then compare size and content.
             (a.ino() == b.ino() && a.dev() == b.dev())
                 || (a.len() == e.size
-                    && hash_file(&dest.join(rel)).map(|(h, _)| h == e.hash).unwrap_or(false))
+                    && hash_file(&dest.join(rel))
+                        .map(|(h, _)| h == e.hash)
+                        .unwrap_or(false))
         })
     }
 
@@ -525,7 +535,15 @@ impl Store {
     /// Sizes for `cache du`: bytes per kind of entry.
     pub fn disk_usage(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for d in ["objects", "runs", "work", "logs", "stat", "tmp", "quarantine"] {
+        for d in [
+            "objects",
+            "runs",
+            "work",
+            "logs",
+            "stat",
+            "tmp",
+            "quarantine",
+        ] {
             let bytes = walkdir::WalkDir::new(self.root.join(d))
                 .into_iter()
                 .flatten()

@@ -17,11 +17,7 @@ fn csv_error(path: &Path, reason: impl Into<String>) -> DatasetError {
 }
 
 /// Width and height from the options and the number of pixel columns.
-fn dimensions(
-    path: &Path,
-    src: &CsvSource,
-    pixels: usize,
-) -> Result<(usize, usize), DatasetError> {
+fn dimensions(path: &Path, src: &CsvSource, pixels: usize) -> Result<(usize, usize), DatasetError> {
     let (w, h) = match (src.width, src.height) {
         (Some(w), Some(h)) => (w as usize, h as usize),
         (Some(w), None) if w > 0 => (w as usize, pixels / w as usize),
@@ -108,20 +104,30 @@ pub(crate) fn import_csv(
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let malformed = matches!(e.kind(), csv::ErrorKind::UnequalLengths { .. });
                 row += 1;
-                let err = csv_error(&path, format!("row {row}: {e}"));
                 // Only a malformed row can be stepped over; an I/O error ends the file.
-                if !malformed {
-                    return Err(err);
-                }
+                let csv::ErrorKind::UnequalLengths {
+                    pos,
+                    expected_len,
+                    len,
+                } = e.kind()
+                else {
+                    return Err(csv_error(&path, format!("row {row}: {e}")));
+                };
+                let line = pos.as_ref().map_or(0, |p| p.line());
+                let err = csv_error(
+                    &path,
+                    format!(
+                        "row {row} (line {line}): {len} fields, but the header has {expected_len}"
+                    ),
+                );
                 skip_or_fail(&path, err, on_error, &mut report)?;
                 continue;
             }
         }
         row += 1;
         let line = record.position().map_or(0, |p| p.line());
-        if row % 1024 == 0 {
+        if row.is_multiple_of(1024) {
             progress.set_position(record.position().map_or(0, |p| p.byte()));
         }
         row_pixels.clear();

@@ -168,7 +168,11 @@ impl Dataset {
                     set.width, set.height
                 )));
             }
-            let wanted: &[u8] = if Dataset::is_mask(name) { &[1] } else { &[1, 3] };
+            let wanted: &[u8] = if Dataset::is_mask(name) {
+                &[1]
+            } else {
+                &[1, 3]
+            };
             if !wanted.contains(&set.channels) {
                 return Err(bad(format!(
                     "part '{name}' has {} channels, expected {}",
@@ -247,7 +251,10 @@ impl Dataset {
         let mut m = BTreeMap::new();
         m.insert(FORMAT_KEY.to_string(), FORMAT_VERSION.to_string());
         m.insert(LAYOUT_KEY.to_string(), self.layout.as_str().to_string());
-        m.insert(CLASSES_KEY.to_string(), serde_json::to_string(&self.classes)?);
+        m.insert(
+            CLASSES_KEY.to_string(),
+            serde_json::to_string(&self.classes)?,
+        );
         for (k, v) in &self.meta {
             m.insert(format!("{META_PREFIX}{k}"), v.clone());
         }
@@ -315,10 +322,9 @@ impl Dataset {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
-        let file_name = path.file_name().map_or_else(
-            || "dataset".into(),
-            |n| n.to_string_lossy().into_owned(),
-        );
+        let file_name = path
+            .file_name()
+            .map_or_else(|| "dataset".into(), |n| n.to_string_lossy().into_owned());
         // pid + counter: two saves of the same path, in this process or another, never
         // share a temporary file.
         static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -346,8 +352,13 @@ impl Dataset {
         let mut file = File::open(path).map_err(io)?;
         let file_len = file.metadata().map_err(io)?.len();
         let mut len_bytes = [0u8; 8];
-        file.read_exact(&mut len_bytes)
-            .map_err(|_| bad(format!("file of {file_len} bytes is too short")))?;
+        file.read_exact(&mut len_bytes).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                bad(format!("file of {file_len} bytes is too short"))
+            } else {
+                io(e)
+            }
+        })?;
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER_LEN || 8 + header_len > file_len {
             return Err(bad(format!(

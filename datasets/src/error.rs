@@ -104,4 +104,3 @@ pub(crate) fn skip_or_fail(
         }
     }
 }
-

@@ -31,13 +31,11 @@ struct Listed {
 }
 
 fn is_image(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| {
-            e.eq_ignore_ascii_case("png")
-                || e.eq_ignore_ascii_case("jpg")
-                || e.eq_ignore_ascii_case("jpeg")
-        })
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        e.eq_ignore_ascii_case("png")
+            || e.eq_ignore_ascii_case("jpg")
+            || e.eq_ignore_ascii_case("jpeg")
+    })
 }
 
 fn check_dir(root: &Path) -> Result<(), DatasetError> {
@@ -273,15 +271,14 @@ pub(crate) fn import_folder(
                 .unwrap_or_default()
         };
         let names: Vec<String> = kept.iter().map(|(i, _)| class_of(*i)).collect();
-        let index: BTreeMap<&str, u32> = names
+        let mut classes = names.clone();
+        classes.sort_unstable();
+        classes.dedup();
+        // Every name is in `classes`, so the search always hits.
+        let labels = names
             .iter()
-            .map(String::as_str)
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .zip(0..)
+            .map(|n| classes.binary_search(n).map_or(0, |i| i as u32))
             .collect();
-        let labels = names.iter().map(|n| index[n.as_str()]).collect();
-        let classes = index.keys().map(|s| s.to_string()).collect();
         (Some(labels), classes)
     } else {
         (None, Vec::new())
@@ -379,7 +376,10 @@ fn split(d: Decoded) -> (Decoded, Decoded) {
 
 /// `{root}/{split}A` and `{root}/{split}B`.
 pub(crate) fn domain_dirs(root: &Path, split: &str) -> [PathBuf; 2] {
-    [root.join(format!("{split}A")), root.join(format!("{split}B"))]
+    [
+        root.join(format!("{split}A")),
+        root.join(format!("{split}B")),
+    ]
 }
 
 pub(crate) fn import_unpaired(

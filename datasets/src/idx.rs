@@ -164,3 +164,39 @@ pub(crate) fn import_idx(
     }
     Ok((dataset, report))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_bytes_and_short_headers_are_errors() {
+        let path = Path::new("/x/labels");
+        let ok = [0, 0, 8, 1, 0, 0, 0, 2, 5, 6];
+        let (dims, data) = parse(path, &ok, 1, "labels").unwrap();
+        assert_eq!((dims, data), (vec![2], &[5u8, 6][..]));
+        let msg = parse(path, &[0, 0, 8, 1, 0, 0, 0, 2, 5, 6, 7], 1, "labels")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("1 bytes after the data"), "{msg}");
+        let msg = parse(path, &[0, 0, 8, 1, 0], 1, "labels")
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("truncated header"), "{msg}");
+        let msg = parse(path, &[0, 0], 1, "labels").unwrap_err().to_string();
+        assert_eq!(
+            msg,
+            "/x/labels: not a valid IDX file: file of 2 bytes is too short for a header"
+        );
+    }
+
+    #[test]
+    fn classes_are_digits_or_up_to_the_largest_label() {
+        assert_eq!(numeric_classes(&[0, 3]).len(), 10);
+        assert_eq!(numeric_classes(&[]).len(), 10);
+        assert_eq!(
+            numeric_classes(&[26]).last().map(String::as_str),
+            Some("26")
+        );
+    }
+}

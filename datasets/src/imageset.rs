@@ -65,7 +65,9 @@ pub(crate) fn luma(r: u8, g: u8, b: u8) -> u8 {
 }
 
 pub(crate) fn rgb_to_gray(rgb: &[u8]) -> Vec<u8> {
-    rgb.chunks_exact(3).map(|p| luma(p[0], p[1], p[2])).collect()
+    rgb.chunks_exact(3)
+        .map(|p| luma(p[0], p[1], p[2]))
+        .collect()
 }
 
 pub(crate) fn gray_to_rgb(gray: &[u8]) -> Vec<u8> {

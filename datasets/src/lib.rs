@@ -41,7 +41,6 @@ pub use error::DatasetError;
 pub use imageset::ImageSet;
 pub use source::{
     Channels, CsvSource, FolderLabels, FolderSource, IdxSource, ImportReport, OnError,
-    PairedSource, Source, SyntheticSource, SyntheticVariant, UnpairedSource, import,
-    source_paths,
+    PairedSource, Source, SyntheticSource, SyntheticVariant, UnpairedSource, import, source_paths,
 };
 pub use synthetic::SHAPE_CLASSES;

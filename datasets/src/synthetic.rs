@@ -144,9 +144,8 @@ fn background(rng: &mut ChaCha8Rng, size: usize) -> Vec<Rgb> {
         let (left, right) = (lerp(c00, c01, v), lerp(c10, c11, v));
         for x in 0..size {
             let base = lerp(left, right, (x as f32 + 0.5) * step);
-            let t = waves[0].at(x, y)
-                + waves[1].at(x, y)
-                + noise_amp * hash_noise(noise_seed, x, y);
+            let t =
+                waves[0].at(x, y) + waves[1].at(x, y) + noise_amp * hash_noise(noise_seed, x, y);
             px.push([
                 base[0] + tint[0] * t,
                 base[1] + tint[1] * t,
@@ -294,6 +293,9 @@ fn vivid(rng: &mut ChaCha8Rng, hues: std::ops::Range<f32>) -> Rgb {
     hsv(h, s, v)
 }
 
+/// Draws scene `i` of a source.
+type Render = fn(&SyntheticSource, usize) -> Scene;
+
 /// One generated scene: image parts in part order, and the label if the variant has one.
 struct Scene {
     images: Vec<Vec<u8>>,
@@ -403,16 +405,15 @@ pub(crate) fn generate(
     progress: &indicatif::ProgressBar,
 ) -> Result<Dataset, DatasetError> {
     check(src)?;
-    let (layout, names, render): (_, &[&str], fn(&SyntheticSource, usize) -> Scene) =
-        match src.variant {
-            SyntheticVariant::Single => (Layout::Single, &["images"], scene_single),
-            SyntheticVariant::Paired => (Layout::Paired, &["a", "b"], scene_paired),
-            SyntheticVariant::Unpaired => (
-                Layout::Unpaired,
-                &["a", "b", "mask_a", "mask_b"],
-                scene_unpaired,
-            ),
-        };
+    let (layout, names, render): (_, &[&str], Render) = match src.variant {
+        SyntheticVariant::Single => (Layout::Single, &["images"], scene_single),
+        SyntheticVariant::Paired => (Layout::Paired, &["a", "b"], scene_paired),
+        SyntheticVariant::Unpaired => (
+            Layout::Unpaired,
+            &["a", "b", "mask_a", "mask_b"],
+            scene_unpaired,
+        ),
+    };
     progress.set_length(src.count as u64);
     let scenes: Vec<Scene> = (0..src.count)
         .into_par_iter()
@@ -426,7 +427,11 @@ pub(crate) fn generate(
     let mut parts: Vec<ImageSet> = names
         .iter()
         .map(|name| {
-            let channels = if Dataset::is_mask(name) { 1 } else { src.channels };
+            let channels = if Dataset::is_mask(name) {
+                1
+            } else {
+                src.channels
+            };
             let mut set = ImageSet::new(src.size, src.size, channels);
             set.pixels.reserve_exact(src.count * set.image_len());
             set
@@ -462,4 +467,58 @@ pub(crate) fn generate(
             ("seed".to_string(), src.seed.to_string()),
         ]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn noise_stays_in_range() {
+        for x in 0..64 {
+            for y in 0..64 {
+                let n = hash_noise(42, x, y);
+                assert!((-1.0..1.0).contains(&n), "{n}");
+            }
+        }
+    }
+
+    #[test]
+    fn shape_distance_is_negative_inside_and_positive_outside() {
+        for class in 0..SHAPE_CLASSES.len() {
+            let shape = Shape {
+                class,
+                cx: 20.0,
+                cy: 20.0,
+                r: 8.0,
+                cos: 0.8,
+                sin: 0.6,
+            };
+            assert!(shape.distance(20.0, 20.0) < -1.0, "class {class}");
+            assert!(shape.distance(20.0 + 11.0, 20.0) > 0.0, "class {class}");
+            assert!(shape.distance(0.0, 0.0) > 5.0, "class {class}");
+            // Everything the shape touches lies inside its bounds.
+            let (xs, ys) = shape.bounds(64);
+            for y in 0..64 {
+                for x in 0..64 {
+                    let d = shape.distance(x as f32 + 0.5, y as f32 + 0.5);
+                    if d < 0.5 {
+                        assert!(
+                            xs.contains(&x) && ys.contains(&y),
+                            "class {class} ({x},{y})"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn hsv_primaries() {
+        let close = |a: Rgb, b: Rgb| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        assert!(close(hsv(0.0, 1.0, 1.0), [1.0, 0.0, 0.0]));
+        assert!(close(hsv(120.0, 1.0, 1.0), [0.0, 1.0, 0.0]));
+        assert!(close(hsv(-120.0, 1.0, 1.0), [0.0, 0.0, 1.0]));
+        assert!(close(hsv(77.0, 0.0, 0.5), [0.5, 0.5, 0.5]));
+    }
 }

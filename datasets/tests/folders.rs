@@ -22,7 +22,9 @@ fn rgb(path: &Path, w: u32, h: u32, c: [u8; 3]) {
 }
 
 fn gray(path: &Path, w: u32, h: u32, v: u8) {
-    GrayImage::from_pixel(w, h, Luma([v])).save(put(path)).unwrap();
+    GrayImage::from_pixel(w, h, Luma([v]))
+        .save(put(path))
+        .unwrap();
 }
 
 fn folder(path: &str) -> FolderSource {
@@ -89,7 +91,10 @@ fn gray_images_stay_gray_unless_rgb_is_asked() {
     let images = &d.parts["images"];
     assert_eq!(images.channels, 1);
     assert_eq!(images.image(1), &[99; 9]);
-    assert_eq!(d.labels, None, "images directly in the root carry no labels");
+    assert_eq!(
+        d.labels, None,
+        "images directly in the root carry no labels"
+    );
 
     let mut src = folder("g");
     src.channels = Some(Channels::Rgb);
@@ -142,7 +147,10 @@ fn images_both_in_root_and_subfolders_need_labels_none() {
     gray(&dir.path().join("x/sub/deep.png"), 2, 2, 2);
     let err = run(Source::Folder(folder("x")), dir.path(), OnError::Fail).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("top.png") && msg.contains("labels: none"), "{msg}");
+    assert!(
+        msg.contains("top.png") && msg.contains("labels: none"),
+        "{msg}"
+    );
 
     let mut src = folder("x");
     src.labels = FolderLabels::None;
@@ -155,7 +163,11 @@ fn bad_folder(root: &Path) -> [PathBuf; 4] {
     let good = root.join("a_good.png");
     gray(&good, 32, 32, 5);
     let corrupt = root.join("b_corrupt.png");
-    std::fs::write(&corrupt, [0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5]).unwrap();
+    std::fs::write(
+        &corrupt,
+        [0x13, 0x37, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3, 4, 5],
+    )
+    .unwrap();
     let truncated = root.join("c_truncated.png");
     let src = root.join("tmp.bin");
     RgbImage::from_fn(32, 32, |x, y| Rgb([x as u8 * 8, y as u8 * 8, 3]))
@@ -257,7 +269,10 @@ fn empty_and_missing_folders() {
     );
     let err = run(Source::Folder(folder("nope")), dir.path(), OnError::Skip).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.starts_with(&dir.path().join("nope").display().to_string()), "{msg}");
+    assert!(
+        msg.starts_with(&dir.path().join("nope").display().to_string()),
+        "{msg}"
+    );
     assert!(msg.contains("folder not found"), "{msg}");
 }
 
@@ -266,7 +281,12 @@ fn absolute_paths_ignore_base_dir() {
     let dir = tempfile::tempdir().unwrap();
     gray(&dir.path().join("abs/1.png"), 2, 2, 1);
     let src = folder(dir.path().join("abs").to_str().unwrap());
-    let (d, _) = run(Source::Folder(src), Path::new("/nonexistent"), OnError::Fail).unwrap();
+    let (d, _) = run(
+        Source::Folder(src),
+        Path::new("/nonexistent"),
+        OnError::Fail,
+    )
+    .unwrap();
     assert_eq!(d.parts["images"].len(), 1);
 }
 
@@ -299,8 +319,14 @@ fn paired_images_are_split_in_half() {
     assert_eq!((a.width, a.height, a.channels, a.len()), (4, 3, 3, 2));
     assert_eq!((b.width, b.height, b.channels, b.len()), (4, 3, 3, 2));
     // Row 1 of a: x = 0..4 on the left; row 1 of b: x = 4..8 on the right.
-    assert_eq!(&a.image(0)[12..24], &[200, 1, 0, 200, 1, 1, 200, 1, 2, 200, 1, 3]);
-    assert_eq!(&b.image(0)[12..24], &[0, 0, 104, 0, 0, 105, 0, 0, 106, 0, 0, 107]);
+    assert_eq!(
+        &a.image(0)[12..24],
+        &[200, 1, 0, 200, 1, 1, 200, 1, 2, 200, 1, 3]
+    );
+    assert_eq!(
+        &b.image(0)[12..24],
+        &[0, 0, 104, 0, 0, 105, 0, 0, 106, 0, 0, 107]
+    );
 }
 
 #[test]
@@ -370,7 +396,10 @@ fn unpaired_missing_domain_is_named() {
     assert!(matches!(err, DatasetError::MissingDomain { .. }));
     let msg = err.to_string();
     let b = dir.path().join("h2z/trainB");
-    assert!(msg.starts_with(&format!("{}: folder not found", b.display())), "{msg}");
+    assert!(
+        msg.starts_with(&format!("{}: folder not found", b.display())),
+        "{msg}"
+    );
     assert!(msg.contains("`trainA` and `trainB`"), "{msg}");
 }
 

@@ -7,7 +7,12 @@ fn ramp(width: u32, height: u32, channels: u8, n: usize, offset: u8) -> ImageSet
     let mut set = ImageSet::new(width, height, channels);
     for i in 0..n {
         let img: Vec<u8> = (0..set.image_len())
-            .map(|p| (p as u8).wrapping_mul(7).wrapping_add(i as u8).wrapping_add(offset))
+            .map(|p| {
+                (p as u8)
+                    .wrapping_mul(7)
+                    .wrapping_add(i as u8)
+                    .wrapping_add(offset)
+            })
             .collect();
         set.push(&img);
     }
@@ -116,7 +121,10 @@ fn header_layout_is_plain_safetensors() {
     assert_eq!(labels["shape"], serde_json::json!([4]));
     // Labels come first so that the I64 data is 8-byte aligned.
     assert_eq!(labels["data_offsets"], serde_json::json!([0, 32]));
-    assert_eq!(images["data_offsets"], serde_json::json!([32, 32 + 4 * 5 * 3 * 3]));
+    assert_eq!(
+        images["data_offsets"],
+        serde_json::json!([32, 32 + 4 * 5 * 3 * 3])
+    );
 
     let meta = &json["__metadata__"];
     assert_eq!(meta["gantry.format"], "1");
@@ -197,16 +205,21 @@ fn load_names_the_file_when_it_is_bad() {
     let tiny = dir.path().join("tiny.safetensors");
     std::fs::write(&tiny, b"abc").unwrap();
     let msg = Dataset::load(&tiny).unwrap_err().to_string();
-    assert!(msg.contains("tiny.safetensors") && msg.contains("too short"), "{msg}");
+    assert!(
+        msg.contains("tiny.safetensors") && msg.contains("too short"),
+        "{msg}"
+    );
 
     // A valid safetensors file that gantry did not write.
     let foreign = dir.path().join("foreign.safetensors");
-    let view =
-        safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![1, 1, 1, 1], &[7])
-            .unwrap();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::U8, vec![1, 1, 1, 1], &[7])
+        .unwrap();
     safetensors::serialize_to_file([("images", view)], None, &foreign).unwrap();
     let msg = Dataset::load(&foreign).unwrap_err().to_string();
-    assert!(msg.contains("foreign.safetensors") && msg.contains("gantry.format"), "{msg}");
+    assert!(
+        msg.contains("foreign.safetensors") && msg.contains("gantry.format"),
+        "{msg}"
+    );
 
     let missing = dir.path().join("missing.safetensors");
     let msg = Dataset::load(&missing).unwrap_err().to_string();
@@ -225,5 +238,41 @@ fn load_rejects_wrong_shapes() {
     ]);
     safetensors::serialize_to_file([("images", view)], Some(meta), &path).unwrap();
     let msg = Dataset::load(&path).unwrap_err().to_string();
-    assert!(msg.contains("wrong.safetensors") && msg.contains("[N, H, W, C]"), "{msg}");
+    assert!(
+        msg.contains("wrong.safetensors") && msg.contains("[N, H, W, C]"),
+        "{msg}"
+    );
+}
+
+/// Needs Python with `safetensors` and `numpy`:
+/// `GANTRY_PYTHON=/path/to/python cargo test -p gantry-datasets -- --ignored`.
+#[test]
+#[ignore = "needs Python with safetensors and numpy"]
+fn python_safetensors_opens_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(DATASET_FILE);
+    labelled().save(&path).unwrap();
+    let python = std::env::var("GANTRY_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    let script = r#"
+import sys, json
+from safetensors.numpy import load_file
+from safetensors import safe_open
+d = load_file(sys.argv[1])
+assert d["images"].shape == (4, 3, 5, 3) and str(d["images"].dtype) == "uint8", d
+assert d["labels"].tolist() == [0, 2, 1, 2], d["labels"]
+with safe_open(sys.argv[1], "np") as f:
+    m = f.metadata()
+assert json.loads(m["gantry.classes"]) == ["cat", "dog", "emu"], m
+assert m["meta.path"] == "photos/ünï", m
+"#;
+    let out = std::process::Command::new(python)
+        .args(["-c", script])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -22,7 +22,9 @@ fn folder_defaults() {
             channels: None,
         })
     );
-    let s = parse(json!({ "folder": { "path": "p", "recursive": false, "labels": "none", "channels": "gray" } }));
+    let s = parse(
+        json!({ "folder": { "path": "p", "recursive": false, "labels": "none", "channels": "gray" } }),
+    );
     let Source::Folder(f) = s else { panic!() };
     assert!(!f.recursive);
     assert_eq!(f.labels, FolderLabels::None);
@@ -34,7 +36,10 @@ fn synthetic_defaults_match_default_impl() {
     let s = parse(json!({ "synthetic": {} }));
     assert_eq!(s, Source::Synthetic(SyntheticSource::default()));
     let d = SyntheticSource::default();
-    assert_eq!((d.count, d.size, d.channels, d.variant, d.seed), (256, 64, 3, SyntheticVariant::Single, 0));
+    assert_eq!(
+        (d.count, d.size, d.channels, d.variant, d.seed),
+        (256, 64, 3, SyntheticVariant::Single, 0)
+    );
     let s = parse(json!({ "synthetic": { "variant": "unpaired", "size": 8 } }));
     let Source::Synthetic(s) = s else { panic!() };
     assert_eq!(s.variant, SyntheticVariant::Unpaired);
@@ -54,7 +59,10 @@ fn other_sources_parse_with_defaults() {
     let s = parse(json!({ "idx": { "images": "i.gz" } }));
     let Source::Idx(i) = s else { panic!() };
     assert_eq!(i.labels, None);
-    assert_eq!(serde_json::from_value::<OnError>(json!("skip")).unwrap(), OnError::Skip);
+    assert_eq!(
+        serde_json::from_value::<OnError>(json!("skip")).unwrap(),
+        OnError::Skip
+    );
     assert_eq!(OnError::default(), OnError::Fail);
 }
 
@@ -62,7 +70,13 @@ fn other_sources_parse_with_defaults() {
 fn unknown_keys_are_left_to_the_caller() {
     // serde must not fail first, so that the runner can report the key with its position.
     let s = parse(json!({ "folder": { "path": "p", "recursiv": false } }));
-    assert!(matches!(s, Source::Folder(FolderSource { recursive: true, .. })));
+    assert!(matches!(
+        s,
+        Source::Folder(FolderSource {
+            recursive: true,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -71,7 +85,10 @@ fn schema_denies_unknown_fields_and_documents_defaults() {
     let text = schema.to_string();
     let folder = &schema["$defs"]["FolderSource"];
     assert_eq!(folder["additionalProperties"], json!(false), "{folder}");
-    assert_eq!(schema["$defs"]["SyntheticSource"]["additionalProperties"], json!(false));
+    assert_eq!(
+        schema["$defs"]["SyntheticSource"]["additionalProperties"],
+        json!(false)
+    );
     assert!(text.contains("Read subfolders too. Default: true."));
     assert!(text.contains("Number of images (per domain for `unpaired`). Default: 256."));
     assert_eq!(folder["required"], json!(["path"]));
@@ -86,5 +103,8 @@ fn source_paths_resolve_against_base_dir() {
     assert!(paths[0].is_absolute());
     assert!(paths[0].ends_with("data/celeba"), "{paths:?}");
     let s = parse(json!({ "csv": { "path": "/abs/train.csv" } }));
-    assert_eq!(source_paths(&s, base), vec![std::path::PathBuf::from("/abs/train.csv")]);
+    assert_eq!(
+        source_paths(&s, base),
+        vec![std::path::PathBuf::from("/abs/train.csv")]
+    );
 }

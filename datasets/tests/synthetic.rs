@@ -17,7 +17,13 @@ fn generate(src: SyntheticSource) -> Dataset {
     d
 }
 
-fn src(count: usize, size: u32, channels: u8, variant: SyntheticVariant, seed: u64) -> SyntheticSource {
+fn src(
+    count: usize,
+    size: u32,
+    channels: u8,
+    variant: SyntheticVariant,
+    seed: u64,
+) -> SyntheticSource {
     SyntheticSource {
         count,
         size,
@@ -29,7 +35,11 @@ fn src(count: usize, size: u32, channels: u8, variant: SyntheticVariant, seed: u
 
 #[test]
 fn same_parameters_same_bytes() {
-    for variant in [SyntheticVariant::Single, SyntheticVariant::Paired, SyntheticVariant::Unpaired] {
+    for variant in [
+        SyntheticVariant::Single,
+        SyntheticVariant::Paired,
+        SyntheticVariant::Unpaired,
+    ] {
         let a = generate(src(12, 16, 3, variant, 5));
         let b = generate(src(12, 16, 3, variant, 5));
         assert_eq!(a, b, "{variant:?}");
@@ -54,13 +64,21 @@ fn seeds_differ_and_images_differ() {
     }
     // A larger count extends a smaller one: image i depends only on (seed, i).
     let c = generate(src(4, 16, 3, SyntheticVariant::Single, 0));
-    assert_eq!(c.parts["images"].pixels[..], images.pixels[..c.parts["images"].pixels.len()]);
+    assert_eq!(
+        c.parts["images"].pixels[..],
+        images.pixels[..c.parts["images"].pixels.len()]
+    );
 }
 
 #[test]
 fn thread_count_does_not_matter() {
     let params = src(24, 32, 3, SyntheticVariant::Unpaired, 9);
-    let pool = |n| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
     let one = pool(1).install(|| generate(params.clone()));
     let two = pool(2).install(|| generate(params.clone()));
     let four = pool(4).install(|| generate(params.clone()));
@@ -93,7 +111,11 @@ fn images_are_textured_not_flat() {
         let mut values: Vec<u8> = img.to_vec();
         values.sort_unstable();
         values.dedup();
-        assert!(values.len() > 64, "image {i} has {} distinct values", values.len());
+        assert!(
+            values.len() > 64,
+            "image {i} has {} distinct values",
+            values.len()
+        );
     }
 }
 
@@ -143,7 +165,11 @@ fn unpaired_backgrounds_match_outside_the_masks() {
             for p in 0..pixels {
                 if ma[p] == 0 && mb[p] == 0 {
                     background += 1;
-                    assert_eq!(ia[p * 3..p * 3 + 3], ib[p * 3..p * 3 + 3], "size {size} image {i} pixel {p}");
+                    assert_eq!(
+                        ia[p * 3..p * 3 + 3],
+                        ib[p * 3..p * 3 + 3],
+                        "size {size} image {i} pixel {p}"
+                    );
                 }
             }
             assert!(background > 0);
@@ -158,7 +184,10 @@ fn large_and_odd_sizes_work() {
     for size in [9, 255, 256] {
         let d = generate(src(2, size, 3, SyntheticVariant::Single, 0));
         assert_eq!(d.parts["images"].width, size);
-        assert_eq!(d.parts["images"].pixels.len(), 2 * (size * size * 3) as usize);
+        assert_eq!(
+            d.parts["images"].pixels.len(),
+            2 * (size * size * 3) as usize
+        );
     }
     let d = generate(src(1, 1024, 1, SyntheticVariant::Unpaired, 0));
     assert_eq!(d.parts["mask_b"].image_len(), 1024 * 1024);
@@ -171,9 +200,22 @@ fn bad_parameters_are_errors() {
         (src(4, 7, 3, SyntheticVariant::Single, 0), "size 7"),
         (src(4, 8, 2, SyntheticVariant::Single, 0), "channels"),
         (src(0, 8, 3, SyntheticVariant::Single, 0), "count"),
-        (src(usize::MAX, 16384, 3, SyntheticVariant::Single, 0), "memory"),
+        (
+            src(usize::MAX, 16384, 3, SyntheticVariant::Single, 0),
+            "memory",
+        ),
     ] {
         let err = import(&Source::Synthetic(s), ".".as_ref(), OnError::Fail, &bar).unwrap_err();
         assert!(err.to_string().contains(needle), "{err}");
     }
+}
+
+#[test]
+fn generation_is_fast() {
+    // A generous bound (about 20 ms in release, 30 ms in the test profile): it only
+    // catches a pathological slowdown such as a ChaCha draw per pixel in a debug build.
+    let t = std::time::Instant::now();
+    let d = generate(src(256, 64, 3, SyntheticVariant::Unpaired, 0));
+    assert_eq!(d.parts["a"].len(), 256);
+    assert!(t.elapsed().as_secs_f64() < 5.0, "took {:?}", t.elapsed());
 }

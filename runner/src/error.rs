@@ -13,7 +13,12 @@ pub struct SpecError {
 }
 
 impl SpecError {
-    pub fn new(file: &str, pos: Option<Pos>, stage: Option<&str>, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: &str,
+        pos: Option<Pos>,
+        stage: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
         SpecError {
             file: file.to_string(),
             pos,
@@ -40,7 +45,10 @@ impl fmt::Display for SpecError {
 impl std::error::Error for SpecError {}
 
 /// The closest of `candidates` to `word`, if it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+pub fn did_you_mean<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
     candidates
         .into_iter()
         .map(|c| (levenshtein(word, c), c))

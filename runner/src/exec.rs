@@ -34,14 +34,23 @@ pub struct RunOptions {
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum Outcome {
     /// Ran here.
-    Executed { seconds: f64 },
+    Executed {
+        seconds: f64,
+    },
     /// Outputs restored from the cache without running.
-    Cached { restored: bool },
+    Cached {
+        restored: bool,
+    },
     /// Another gantry process computed it while we waited for its lock.
     ComputedElsewhere,
-    Failed { error: String, log: Option<PathBuf> },
+    Failed {
+        error: String,
+        log: Option<PathBuf>,
+    },
     /// Not run because an upstream stage failed or was cancelled.
-    Skipped { because: String },
+    Skipped {
+        because: String,
+    },
     Cancelled,
     NotSelected,
 }
@@ -465,9 +474,7 @@ fn execute(
     cancel: Arc<AtomicBool>,
     report: Reporter<'_>,
 ) -> Result<(Outcome, Hash), (Outcome, Option<Hash>)> {
-    let fail = |error: String, log: Option<PathBuf>| {
-        (Outcome::Failed { error, log }, None::<Hash>)
-    };
+    let fail = |error: String, log: Option<PathBuf>| (Outcome::Failed { error, log }, None::<Hash>);
     let _lock = store
         .lock_key(&key, || report(Event::Waiting { stage: &inst.name }))
         .map_err(|e| fail(e.to_string(), None))?;
@@ -525,17 +532,17 @@ fn execute(
         );
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build();
         let r = match pool {
-            Ok(pool) => std::panic::catch_unwind(AssertUnwindSafe(|| {
-                pool.install(|| inst.kind.run(&ctx))
-            }))
-            .unwrap_or_else(|panic| {
-                let msg = panic
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(StageError::Failed(format!("internal error (panic): {msg}")))
-            }),
+            Ok(pool) => {
+                std::panic::catch_unwind(AssertUnwindSafe(|| pool.install(|| inst.kind.run(&ctx))))
+                    .unwrap_or_else(|panic| {
+                        let msg = panic
+                            .downcast_ref::<String>()
+                            .cloned()
+                            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                            .unwrap_or_else(|| "unknown panic".into());
+                        Err(StageError::Failed(format!("internal error (panic): {msg}")))
+                    })
+            }
             Err(e) => Err(StageError::Failed(format!("thread pool: {e}"))),
         };
         if let Err(e) = &r {
@@ -584,7 +591,8 @@ fn execute(
     };
     let rec = publish();
     let _ = std::fs::remove_dir_all(&scratch);
-    let rec = rec.map_err(|e| fail(format!("cannot store outputs: {e}"), Some(log_path.clone())))?;
+    let rec =
+        rec.map_err(|e| fail(format!("cannot store outputs: {e}"), Some(log_path.clone())))?;
     restore(store, p, inst, &rec, opts).map_err(|e| fail(e, Some(log_path)))?;
     Ok((
         Outcome::Executed {

@@ -205,7 +205,11 @@ pub fn explain(
 ) -> Vec<String> {
     let mut reasons = Vec::new();
     if prev.kind != inst.kind.name() {
-        reasons.push(format!("kind changed: {} → {}", prev.kind, inst.kind.name()));
+        reasons.push(format!(
+            "kind changed: {} → {}",
+            prev.kind,
+            inst.kind.name()
+        ));
     } else if prev.kind_version != inst.kind.version() {
         reasons.push(format!(
             "`{}` code changed (version {} → {})",
@@ -221,7 +225,10 @@ pub fn explain(
         let then: Vec<_> = before.iter().map(|r| r.output_hash).collect();
         if now != then {
             let names: Vec<String> = refs.iter().map(|r| format!("`{}`", r.stage)).collect();
-            reasons.push(format!("input `{slot}` changed (output of {})", names.join(", ")));
+            reasons.push(format!(
+                "input `{slot}` changed (output of {})",
+                names.join(", ")
+            ));
         }
     }
     for (path, h) in files {
@@ -240,7 +247,12 @@ pub fn explain(
     reasons
 }
 
-fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out: &mut Vec<String>) {
+fn diff_json(
+    prefix: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    out: &mut Vec<String>,
+) {
     use serde_json::Value;
     match (old, new) {
         (Value::Object(a), Value::Object(b)) => {
@@ -267,7 +279,10 @@ fn diff_json(prefix: &str, old: &serde_json::Value, new: &serde_json::Value, out
 fn short(v: &serde_json::Value) -> String {
     let s = crate::spec::render_json(v);
     if s.len() > 60 {
-        format!("{}…", &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())])
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
+        )
     } else {
         s
     }

@@ -38,7 +38,10 @@ pub fn pipeline_schema() -> Value {
                 req.push(json!(slot.key));
             }
         }
-        props.insert("kind".into(), json!({"const": kind.name(), "description": kind.summary()}));
+        props.insert(
+            "kind".into(),
+            json!({"const": kind.name(), "description": kind.summary()}),
+        );
         props.insert("description".into(), json!({"type": "string"}));
         props.insert("resources".into(), json!({"$ref": "#/$defs/Resources"}));
         props.insert(

@@ -126,6 +126,7 @@ pub fn load(path: &Path, overrides: &[(String, String)]) -> Result<Pipeline, Spe
         .map(Path::to_path_buf)
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
+    let base_dir = std::path::absolute(&base_dir).unwrap_or(base_dir);
     let default_name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -140,13 +141,17 @@ pub fn parse_str(
     default_name: &str,
     overrides: &[(String, String)],
 ) -> Result<Pipeline, SpecError> {
-    let err = |pos: Pos, stage: Option<&str>, msg: String| SpecError::new(file, Some(pos), stage, msg);
-    let root = yaml::parse(text).map_err(|e| err(e.pos, None, e.message))?;
+    let err =
+        |pos: Pos, stage: Option<&str>, msg: String| SpecError::new(file, Some(pos), stage, msg);
+    let root = yaml::parse(text).map_err(|e| err(e.pos, None, format!("YAML: {}", e.message)))?;
     let Some(top) = root.as_map() else {
         return Err(err(
             root.pos,
             None,
-            format!("a pipeline file is a mapping with `stages:`, not {}", root.type_name()),
+            format!(
+                "a pipeline file is a mapping with `stages:`, not {}",
+                root.type_name()
+            ),
         ));
     };
     for e in top {
@@ -205,7 +210,12 @@ pub fn parse_str(
     };
     for (k, v) in overrides {
         let node = yaml::parse(v).map_err(|e| {
-            SpecError::new(file, None, None, format!("-S {k}={v}: not a YAML value: {}", e.message))
+            SpecError::new(
+                file,
+                None,
+                None,
+                format!("-S {k}={v}: not a YAML value: {}", e.message),
+            )
         })?;
         match params.iter_mut().find(|e| &e.key == k) {
             Some(e) => {
@@ -228,10 +238,20 @@ pub fn parse_str(
     }
 
     let Some(stages_entry) = root.get("stages") else {
-        return Err(err(root.pos, None, "missing key `stages`".into()));
+        return Err(err(
+            Pos { line: 1, col: 1 },
+            None,
+            "missing key `stages`".into(),
+        ));
     };
     let Some(stage_entries) = stages_entry.value.as_map() else {
-        return Err(expected(file, &stages_entry.value, None, "stages", "a mapping of stage names to stages"));
+        return Err(expected(
+            file,
+            &stages_entry.value,
+            None,
+            "stages",
+            "a mapping of stage names to stages",
+        ));
     };
     if stage_entries.is_empty() {
         return Err(err(stages_entry.key_pos, None, "`stages` is empty".into()));
@@ -286,7 +306,10 @@ pub fn parse_str(
                 Some(match &e.value.value {
                     Value::Seq(items) => items
                         .iter()
-                        .find(|n| n.as_str().is_some_and(|s| select(s, &raw, &by_stage).contains(&last)))
+                        .find(|n| {
+                            n.as_str()
+                                .is_some_and(|s| select(s, &raw, &by_stage).contains(&last))
+                        })
                         .map(|n| n.pos)
                         .unwrap_or(e.value.pos),
                     _ => e.value.pos,
@@ -336,7 +359,10 @@ pub fn parse_str(
 }
 
 fn list_keys(keys: &[&str]) -> String {
-    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+    keys.iter()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn expected(file: &str, node: &Node, stage: Option<&str>, key: &str, what: &str) -> SpecError {
@@ -351,6 +377,7 @@ fn expected(file: &str, node: &Node, stage: Option<&str>, key: &str, what: &str)
 fn describe(node: &Node) -> String {
     match &node.value {
         Value::Null => "nothing".into(),
+        Value::Seq(items) if items.is_empty() => "an empty list".into(),
         Value::Str(s) => format!("the string \"{s}\""),
         Value::Seq(_) | Value::Map(_) => node.type_name().into(),
         _ => format!("{} `{}`", node.type_name(), node.render()),
@@ -405,10 +432,8 @@ fn substitute(file: &str, stage: &str, node: &mut Node, params: &[Entry]) -> Res
                         format!("`${{{reference}}}`: only `${{params.NAME}}` can be substituted"),
                     ));
                 }
-                let mut cur: Option<&Node> = params
-                    .iter()
-                    .find(|e| e.key == path[1])
-                    .map(|e| &e.value);
+                let mut cur: Option<&Node> =
+                    params.iter().find(|e| e.key == path[1]).map(|e| &e.value);
                 if cur.is_none() {
                     return Err(SpecError::new(
                         file,
@@ -434,7 +459,10 @@ fn substitute(file: &str, stage: &str, node: &mut Node, params: &[Entry]) -> Res
                 })
             };
             let trimmed = s.trim();
-            if trimmed.starts_with("${") && trimmed.ends_with('}') && trimmed.matches("${").count() == 1 {
+            if trimmed.starts_with("${")
+                && trimmed.ends_with('}')
+                && trimmed.matches("${").count() == 1
+            {
                 let mut v = lookup(&trimmed[2..trimmed.len() - 1])?;
                 v.pos = pos;
                 *node = v;
@@ -495,7 +523,10 @@ fn expand(file: &str, se: &Entry, node: Node) -> Result<Vec<RawInstance>, SpecEr
             file,
             Some(node.pos),
             Some(stage),
-            format!("a stage is a mapping with a `kind`, not {}", node.type_name()),
+            format!(
+                "a stage is a mapping with a `kind`, not {}",
+                node.type_name()
+            ),
         ));
     };
     let kind = match node.get("kind") {
@@ -509,7 +540,8 @@ fn expand(file: &str, se: &Entry, node: Node) -> Result<Vec<RawInstance>, SpecEr
         }
         Some(e) => match e.value.as_str() {
             Some(k) => gantry_stages::find_kind(k).ok_or_else(|| {
-                let names: Vec<&'static str> = gantry_stages::registry().iter().map(|k| k.name()).collect();
+                let names: Vec<&'static str> =
+                    gantry_stages::registry().iter().map(|k| k.name()).collect();
                 SpecError::new(
                     file,
                     Some(e.value.pos),
@@ -521,7 +553,15 @@ fn expand(file: &str, se: &Entry, node: Node) -> Result<Vec<RawInstance>, SpecEr
                     ),
                 )
             })?,
-            None => return Err(expected(file, &e.value, Some(stage), "kind", "a stage kind name")),
+            None => {
+                return Err(expected(
+                    file,
+                    &e.value,
+                    Some(stage),
+                    "kind",
+                    "a stage kind name",
+                ));
+            }
         },
     };
     let Some(matrix) = node.get("matrix") else {
@@ -544,7 +584,12 @@ fn expand(file: &str, se: &Entry, node: Node) -> Result<Vec<RawInstance>, SpecEr
         ));
     };
     if axes.is_empty() {
-        return Err(SpecError::new(file, Some(matrix.key_pos), Some(stage), "`matrix` is empty"));
+        return Err(SpecError::new(
+            file,
+            Some(matrix.key_pos),
+            Some(stage),
+            "`matrix` is empty",
+        ));
     }
     let slot_keys: Vec<&str> = kind.inputs().iter().map(|s| s.key).collect();
     let mut lists: Vec<(&Entry, &Vec<Node>)> = Vec::new();
@@ -608,7 +653,10 @@ fn expand(file: &str, se: &Entry, node: Node) -> Result<Vec<RawInstance>, SpecEr
                 file,
                 Some(combo[0].1.pos),
                 Some(stage),
-                format!("key `matrix`: `{name}` appears twice (also at line {})", p.line),
+                format!(
+                    "key `matrix`: `{name}` appears twice (also at line {})",
+                    p.line
+                ),
             ));
         }
         let mut n = node.clone();
@@ -686,8 +734,14 @@ fn resolve(
                         if found.is_empty() {
                             let (target, _) = parse_selector(sel);
                             let msg = if by_stage.contains_key(target) {
-                                let names: Vec<&str> = by_stage[target].iter().map(|&i| all[i].name.as_str()).collect();
-                                format!("key `{key}`: no instance of `{target}` matches `{sel}`; instances: {}", names.join(", "))
+                                let names: Vec<&str> = by_stage[target]
+                                    .iter()
+                                    .map(|&i| all[i].name.as_str())
+                                    .collect();
+                                format!(
+                                    "key `{key}`: no instance of `{target}` matches `{sel}`; instances: {}",
+                                    names.join(", ")
+                                )
                             } else {
                                 format!(
                                     "key `{key}`: `{sel}` is not a stage{}",
@@ -700,7 +754,8 @@ fn resolve(
                             let up = &all[u];
                             let produces = up.kind.output();
                             if !slot.accepts.contains(&produces) {
-                                let wants: Vec<String> = slot.accepts.iter().map(ArtifactType::to_string).collect();
+                                let wants: Vec<String> =
+                                    slot.accepts.iter().map(ArtifactType::to_string).collect();
                                 return Err(err(
                                     rn.pos,
                                     format!(
@@ -713,7 +768,8 @@ fn resolve(
                             }
                         }
                         if !slot.many && (found.len() > 1 || !ups.is_empty()) {
-                            let names: Vec<&str> = found.iter().map(|&i| all[i].name.as_str()).collect();
+                            let names: Vec<&str> =
+                                found.iter().map(|&i| all[i].name.as_str()).collect();
                             return Err(err(
                                 rn.pos,
                                 format!(
@@ -734,14 +790,17 @@ fn resolve(
     }
     for slot in slots {
         if slot.required && !inputs.contains_key(slot.key) {
-            return Err(err(r.pos, format!("missing key `{}` (the stage to read from)", slot.key)));
+            return Err(err(
+                r.pos,
+                format!("missing key `{}` (the stage to read from)", slot.key),
+            ));
         }
     }
     let checked = r
         .kind
-        .check(serde_json::Value::Object(params))
+        .check(serde_json::Value::Object(params), base_dir)
         .map_err(|pe| {
-            let path = pe.path().to_vec();
+            let path = name_variants(&r.node, pe.path());
             let pos = r.node.key_pos(&path);
             let dotted = path.join(".");
             let msg = match &pe {
@@ -755,29 +814,85 @@ fn resolve(
                         all_known.extend(RUNNER_KEYS);
                         all_known.extend(slots.iter().map(|s| s.key));
                     }
-                    let shown = if path.len() > 1 { dotted.clone() } else { last.clone() };
+                    let shown = if path.len() > 1 {
+                        dotted.clone()
+                    } else {
+                        last.clone()
+                    };
                     format!(
                         "unknown key `{shown}`{}",
                         suggestion(&last, all_known.iter().copied())
                     )
                 }
-                gantry_stages::ParamsError::Invalid { message, .. } if path.is_empty() => message.clone(),
-                gantry_stages::ParamsError::Invalid { message, .. } => format!("key `{dotted}`: {message}"),
+                gantry_stages::ParamsError::Invalid { message, .. } if path.is_empty() => {
+                    message.clone()
+                }
+                gantry_stages::ParamsError::Invalid { message, .. } => {
+                    format!("key `{dotted}`: {message}")
+                }
             };
             err(pos, msg)
         })?;
+    let files: Vec<PathBuf> = checked.files.iter().map(|f| base_dir.join(f)).collect();
+    for abs in &files {
+        if !abs.exists() {
+            let (key, pos) = entries
+                .iter()
+                .filter(|e| !RUNNER_KEYS.contains(&e.key.as_str()))
+                .find_map(|e| find_path(&e.value, base_dir, abs).map(|p| (e.key.clone(), p)))
+                .unwrap_or_else(|| (String::new(), r.pos));
+            let at = if key.is_empty() {
+                String::new()
+            } else {
+                format!("key `{key}`: ")
+            };
+            return Err(err(pos, format!("{at}{} does not exist", abs.display())));
+        }
+    }
     Ok(Instance {
         name: r.name.clone(),
         stage: r.stage.clone(),
-        matrix: r.matrix.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+        matrix: r
+            .matrix
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_json()))
+            .collect(),
         kind: r.kind.clone(),
         params: checked.canonical,
         inputs,
-        files: checked.files.iter().map(|f| base_dir.join(f)).collect(),
+        files,
         resources,
         pos: r.pos,
         description,
     })
+}
+
+/// Where the path `abs` is written in the stage, for errors about it.
+fn find_path(node: &Node, base_dir: &Path, abs: &Path) -> Option<Pos> {
+    match &node.value {
+        Value::Str(s) => {
+            let p = base_dir.join(s);
+            (std::path::absolute(&p).unwrap_or(p) == abs).then_some(node.pos)
+        }
+        Value::Seq(items) => items.iter().find_map(|n| find_path(n, base_dir, abs)),
+        Value::Map(es) => es.iter().find_map(|e| find_path(&e.value, base_dir, abs)),
+        _ => None,
+    }
+}
+
+/// serde_ignored writes `?` for an enum variant in a path; the YAML says which one.
+fn name_variants(node: &Node, path: &[String]) -> Vec<String> {
+    let mut out = Vec::with_capacity(path.len());
+    let mut cur = Some(node);
+    for part in path {
+        let name = match (part.as_str(), cur.and_then(Node::as_map)) {
+            ("?", Some([only])) => only.key.clone(),
+            _ => part.clone(),
+        };
+        cur = cur.and_then(|n| n.at_path(std::slice::from_ref(&name)));
+        out.push(name);
+    }
+    out
 }
 
 /// Property names the kind's params accept at `path`, from its JSON Schema, for
@@ -798,7 +913,10 @@ fn known_keys(kind: &Arc<dyn StageKind>, path: &[String]) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn props_of(node: &serde_json::Value, root: &serde_json::Value) -> Option<serde_json::Map<String, serde_json::Value>> {
+fn props_of(
+    node: &serde_json::Value,
+    root: &serde_json::Value,
+) -> Option<serde_json::Map<String, serde_json::Value>> {
     let node = follow_ref(node, root);
     if let Some(p) = node.get("properties").and_then(|p| p.as_object()) {
         return Some(p.clone());
@@ -819,7 +937,10 @@ fn props_of(node: &serde_json::Value, root: &serde_json::Value) -> Option<serde_
     None
 }
 
-fn follow_ref<'a>(node: &'a serde_json::Value, root: &'a serde_json::Value) -> &'a serde_json::Value {
+fn follow_ref<'a>(
+    node: &'a serde_json::Value,
+    root: &'a serde_json::Value,
+) -> &'a serde_json::Value {
     match node.get("$ref").and_then(|r| r.as_str()) {
         Some(r) => r
             .strip_prefix("#/")
@@ -831,7 +952,13 @@ fn follow_ref<'a>(node: &'a serde_json::Value, root: &'a serde_json::Value) -> &
 
 fn parse_resources(file: &str, stage: &str, node: &Node) -> Result<Resources, SpecError> {
     let Some(entries) = node.as_map() else {
-        return Err(expected(file, node, Some(stage), "resources", "a mapping with `cpu`, `gpu`, `mem`"));
+        return Err(expected(
+            file,
+            node,
+            Some(stage),
+            "resources",
+            "a mapping with `cpu`, `gpu`, `mem`",
+        ));
     };
     let mut r = Resources::default();
     for e in entries {
@@ -843,7 +970,15 @@ fn parse_resources(file: &str, stage: &str, node: &Node) -> Result<Resources, Sp
         match e.key.as_str() {
             "cpu" => match num {
                 Some(n) if n > 0.0 => r.cpu = n,
-                _ => return Err(expected(file, &e.value, Some(stage), "resources.cpu", "a positive number of cores")),
+                _ => {
+                    return Err(expected(
+                        file,
+                        &e.value,
+                        Some(stage),
+                        "resources.cpu",
+                        "a positive number of cores",
+                    ));
+                }
             },
             "gpu" => match num {
                 Some(n) if n >= 0.0 && (n <= 1.0 || n.fract() == 0.0) => r.gpu = n,
@@ -859,7 +994,13 @@ fn parse_resources(file: &str, stage: &str, node: &Node) -> Result<Resources, Sp
             },
             "mem" => {
                 r.mem_bytes = parse_mem(&e.value).ok_or_else(|| {
-                    expected(file, &e.value, Some(stage), "resources.mem", "a size such as `4G` or `512M`")
+                    expected(
+                        file,
+                        &e.value,
+                        Some(stage),
+                        "resources.mem",
+                        "a size such as `4G` or `512M`",
+                    )
                 })?
             }
             other => {
@@ -961,7 +1102,8 @@ fn topo_order(instances: &[Instance]) -> Result<Vec<usize>, Vec<usize>> {
             down[u].push(i);
         }
     }
-    let mut ready: std::collections::BTreeSet<usize> = (0..n).filter(|&i| indegree[i] == 0).collect();
+    let mut ready: std::collections::BTreeSet<usize> =
+        (0..n).filter(|&i| indegree[i] == 0).collect();
     let mut order = Vec::with_capacity(n);
     while let Some(i) = ready.pop_first() {
         order.push(i);

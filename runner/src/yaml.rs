@@ -126,7 +126,9 @@ impl Node {
             Value::Null => J::Null,
             Value::Bool(b) => J::Bool(*b),
             Value::Int(i) => J::from(*i),
-            Value::Float(f) => serde_json::Number::from_f64(*f).map(J::Number).unwrap_or(J::Null),
+            Value::Float(f) => serde_json::Number::from_f64(*f)
+                .map(J::Number)
+                .unwrap_or(J::Null),
             Value::Str(s) => J::String(s.clone()),
             Value::Seq(items) => J::Array(items.iter().map(Node::to_json).collect()),
             Value::Map(m) => J::Object(
@@ -147,7 +149,11 @@ impl Node {
             Value::Str(s) => s.clone(),
             Value::Seq(items) => format!(
                 "[{}]",
-                items.iter().map(Node::render).collect::<Vec<_>>().join(", ")
+                items
+                    .iter()
+                    .map(Node::render)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
             Value::Map(m) => format!(
                 "{{{}}}",
@@ -397,6 +403,9 @@ mod tests {
     #[test]
     fn aliases_copy_the_anchor() {
         let n = parse("x: &v {a: 1}\ny: *v\n").unwrap();
-        assert_eq!(n.get("y").unwrap().value.to_json(), serde_json::json!({"a": 1}));
+        assert_eq!(
+            n.get("y").unwrap().value.to_json(),
+            serde_json::json!({"a": 1})
+        );
     }
 }

@@ -16,8 +16,6 @@
 //! Writes `dataset.safetensors` (u8 NHWC per part, labels, metadata), `summary.json`,
 //! `samples.png`, and `skipped.json` when `on_error: skip` skipped anything.
 
-use std::path::Path;
-
 use gantry_datasets::{OnError, Source};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -58,11 +56,36 @@ impl StageKind for DatasetKind {
     fn params_schema(&self) -> schemars::Schema {
         schemars::schema_for!(DatasetParams)
     }
-    fn check(&self, params: serde_json::Value) -> Result<Checked, ParamsError> {
+    fn check(
+        &self,
+        params: serde_json::Value,
+        base_dir: &std::path::Path,
+    ) -> Result<Checked, ParamsError> {
         let (p, canonical) = crate::params::from_value::<DatasetParams>(params)?;
+        if let Source::Synthetic(syn) = &p.from {
+            let at = |key: &'static str| ["from", "synthetic", key];
+            if syn.channels != 1 && syn.channels != 3 {
+                return Err(ParamsError::invalid(
+                    &at("channels"),
+                    format!("channels must be 1 (gray) or 3 (RGB), not {}", syn.channels),
+                ));
+            }
+            if syn.size < 8 {
+                return Err(ParamsError::invalid(
+                    &at("size"),
+                    format!("size must be at least 8, not {}", syn.size),
+                ));
+            }
+            if syn.count == 0 {
+                return Err(ParamsError::invalid(
+                    &at("count"),
+                    "count must be at least 1",
+                ));
+            }
+        }
         Ok(Checked {
             canonical,
-            files: gantry_datasets::source_paths(&p.from, Path::new("")),
+            files: gantry_datasets::source_paths(&p.from, base_dir),
         })
     }
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
@@ -82,7 +105,10 @@ impl StageKind for DatasetKind {
             crate::write_json(&ctx.out_dir.join("skipped.json"), &serde_json::json!(list))?;
         }
         dataset.save(&ctx.out_dir.join(gantry_datasets::DATASET_FILE))?;
-        crate::write_json(&ctx.out_dir.join("summary.json"), &crate::dataset_summary(&dataset))?;
+        crate::write_json(
+            &ctx.out_dir.join("summary.json"),
+            &crate::dataset_summary(&dataset),
+        )?;
         if let Some(first) = dataset.parts.values().next() {
             crate::grid::save_grid(first, 64, &ctx.out_dir.join("samples.png"))?;
         }

@@ -103,7 +103,9 @@ impl<'de> Deserialize<'de> for Size {
                     .next_element()?
                     .ok_or_else(|| serde::de::Error::custom("size needs [width, height]"))?;
                 if seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
-                    return Err(serde::de::Error::custom("size needs exactly [width, height]"));
+                    return Err(serde::de::Error::custom(
+                        "size needs exactly [width, height]",
+                    ));
                 }
                 if w == 0 || h == 0 {
                     return Err(serde::de::Error::custom("size must be positive"));
@@ -156,7 +158,12 @@ impl StageKind for DownsampleKind {
     fn params_schema(&self) -> schemars::Schema {
         schemars::schema_for!(DownsampleParams)
     }
-    fn check(&self, params: serde_json::Value) -> Result<Checked, ParamsError> {
+    fn check(
+        &self,
+        params: serde_json::Value,
+        base_dir: &std::path::Path,
+    ) -> Result<Checked, ParamsError> {
+        let _ = base_dir;
         let (_, canonical) = crate::params::from_value::<DownsampleParams>(params)?;
         Ok(Checked {
             canonical,
@@ -186,7 +193,10 @@ impl StageKind for DownsampleKind {
             format!("{}x{} {}", p.size.width, p.size.height, p.filter.name()),
         );
         out.save(&ctx.out_dir.join(gantry_datasets::DATASET_FILE))?;
-        crate::write_json(&ctx.out_dir.join("summary.json"), &crate::dataset_summary(&out))?;
+        crate::write_json(
+            &ctx.out_dir.join("summary.json"),
+            &crate::dataset_summary(&out),
+        )?;
         if let Some(first) = out.parts.values().next() {
             crate::grid::save_grid(first, 64, &ctx.out_dir.join("samples.png"))?;
         }

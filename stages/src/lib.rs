@@ -64,14 +64,22 @@ pub trait StageKind: Send + Sync + 'static {
     /// JSON Schema of the params (without the keys the runner owns).
     fn params_schema(&self) -> schemars::Schema;
     /// Deserialize and check params (input slot keys already removed by the runner).
-    fn check(&self, params: serde_json::Value) -> Result<Checked, ParamsError>;
+    /// Relative paths in params are relative to `base_dir` (the pipeline file's folder).
+    fn check(
+        &self,
+        params: serde_json::Value,
+        base_dir: &std::path::Path,
+    ) -> Result<Checked, ParamsError>;
     /// Do the work: read `ctx.inputs`, write into `ctx.out_dir`.
     fn run(&self, ctx: &StageContext) -> Result<(), StageError>;
 }
 
 /// Every stage kind this build knows.
 pub fn registry() -> Vec<Arc<dyn StageKind>> {
-    vec![Arc::new(dataset::DatasetKind), Arc::new(downsample::DownsampleKind)]
+    vec![
+        Arc::new(dataset::DatasetKind),
+        Arc::new(downsample::DownsampleKind),
+    ]
 }
 
 /// Find a kind by name.

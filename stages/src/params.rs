@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 #[derive(Debug, Clone)]
 pub struct Checked {
     pub canonical: serde_json::Value,
+    /// Absolute, or relative to the current directory.
     pub files: Vec<PathBuf>,
 }
 
@@ -18,7 +19,10 @@ pub struct Checked {
 pub enum ParamsError {
     /// A key the kind does not have. `path` ends with the key itself.
     #[error("unknown key `{}`", path.last().map(String::as_str).unwrap_or(""))]
-    UnknownKey { path: Vec<String>, expected: Vec<String> },
+    UnknownKey {
+        path: Vec<String>,
+        expected: Vec<String>,
+    },
     /// A value of the wrong type or out of range; `path` leads to the value.
     #[error("{message}")]
     Invalid { path: Vec<String>, message: String },
@@ -86,9 +90,16 @@ fn split_path(p: &str) -> Vec<String> {
             if open > 0 {
                 out.push(rest[..open].to_string());
             }
-            let close = rest[open..].find(']').map(|c| c + open).unwrap_or(rest.len());
+            let close = rest[open..]
+                .find(']')
+                .map(|c| c + open)
+                .unwrap_or(rest.len());
             out.push(rest[open + 1..close.min(rest.len())].to_string());
-            rest = if close + 1 <= rest.len() { &rest[close + 1..] } else { "" };
+            rest = if close + 1 <= rest.len() {
+                &rest[close + 1..]
+            } else {
+                ""
+            };
         }
         if !rest.is_empty() {
             out.push(rest.to_string());

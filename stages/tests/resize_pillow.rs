@@ -50,7 +50,11 @@ fn decode(path: &Path) -> Decoded {
     let (channels, pixels) = match image {
         image::DynamicImage::ImageLuma8(gray) => (1, gray.into_raw()),
         image::DynamicImage::ImageRgb8(rgb) => (3, rgb.into_raw()),
-        other => panic!("{}: unexpected colour type {:?}", path.display(), other.color()),
+        other => panic!(
+            "{}: unexpected colour type {:?}",
+            path.display(),
+            other.color()
+        ),
     };
     Decoded {
         width,
