@@ -361,17 +361,36 @@ impl Store {
             }
         }
         std::fs::write(tmp.join(MARKER), &id).map_err(|e| CacheError::io(&tmp, e))?;
-        let old = parent.join(format!(
-            ".{name}.old-{}-{}",
-            std::process::id(),
-            unique_suffix()
-        ));
-        let had_old = std::fs::rename(dest, &old).is_ok();
-        std::fs::rename(&tmp, dest).map_err(|e| CacheError::io(dest, e))?;
-        if had_old {
-            let _ = std::fs::remove_dir_all(&old);
+        // Another process may be swapping the same folder in: retry until our copy is in
+        // place or theirs is already the same outputs.
+        let mut last_err = None;
+        for _ in 0..20 {
+            let old = parent.join(format!(
+                ".{name}.old-{}-{}",
+                std::process::id(),
+                unique_suffix()
+            ));
+            let had_old = std::fs::rename(dest, &old).is_ok();
+            let placed = std::fs::rename(&tmp, dest);
+            if had_old {
+                let _ = std::fs::remove_dir_all(&old);
+            }
+            match placed {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    if self.is_materialized(manifest, dest, &id) {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                        return Ok(());
+                    }
+                    last_err = Some(e);
+                }
+            }
         }
-        Ok(())
+        let _ = std::fs::remove_dir_all(&tmp);
+        Err(CacheError::io(
+            dest,
+            last_err.unwrap_or_else(|| std::io::Error::other("could not swap folder in")),
+        ))
     }
 
     fn is_materialized(&self, manifest: &Manifest, dest: &Path, id: &str) -> bool {
