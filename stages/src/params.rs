@@ -95,7 +95,7 @@ fn split_path(p: &str) -> Vec<String> {
                 .map(|c| c + open)
                 .unwrap_or(rest.len());
             out.push(rest[open + 1..close.min(rest.len())].to_string());
-            rest = if close + 1 <= rest.len() {
+            rest = if close < rest.len() {
                 &rest[close + 1..]
             } else {
                 ""
