@@ -141,7 +141,7 @@ fn touching_mtimes_reruns_nothing_but_a_changed_byte_deep_inside_does() {
     let status = p.gantry(&["status", "inc.yaml"]);
     assert_eq!(
         status_of(&status.stdout, "photos"),
-        "stale: file `photos` changed"
+        "stale: folder `photos` changed (1 modified: b/deep/3.png)"
     );
     let r = p.run_ok("inc.yaml");
     assert_eq!(sorted(r.executed()), ["photos", "small", "tiny"]);

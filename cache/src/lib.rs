@@ -35,7 +35,7 @@ pub use key::{KeyBuilder, canonical_json};
 pub use lock::KeyLock;
 pub use manifest::{Manifest, ManifestEntry};
 pub use record::{RunRecord, StageRef};
-pub use statcache::{PathHash, StatCache};
+pub use statcache::{PathHash, StatCache, TreeDiff};
 pub use store::{Corrupt, GcReport, Store, VerifyReport};
 
 use std::path::PathBuf;

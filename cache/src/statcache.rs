@@ -121,6 +121,7 @@ impl StatCache {
             b"gantry-file-v1"
         });
         let files = listing.len();
+        let mut listing_hashes: Vec<(String, [u8; 32])> = Vec::with_capacity(listing.len());
         let mut entries = Vec::with_capacity(listing.len());
         let mut bytes = 0u64;
         for (s, h) in listing.into_iter().zip(cached) {
@@ -128,6 +129,7 @@ impl StatCache {
             tree.update(&(s.rel.len() as u64).to_le_bytes());
             tree.update(s.rel.as_bytes());
             tree.update(&h);
+            listing_hashes.push((s.rel.clone(), h));
             bytes += s.size;
             if now - s.mtime_ns > RACY_WINDOW_NS {
                 entries.push(Entry {
@@ -139,8 +141,12 @@ impl StatCache {
                 });
             }
         }
+        let hash: Hash = tree.finalize().into();
+        if meta.is_dir() {
+            self.save_tree(&hash, &listing_hashes);
+        }
         let result = PathHash {
-            hash: tree.finalize().into(),
+            hash,
             files,
             bytes,
             rehashed: total,
@@ -159,6 +165,95 @@ impl StatCache {
             }
         }
         Ok(result)
+    }
+}
+
+impl StatCache {
+    fn tree_path(&self, h: &Hash) -> PathBuf {
+        self.dir.join("trees").join(format!("{}.bin", h.to_hex()))
+    }
+
+    /// Remember which files made up a folder with this hash, so that `status` can name
+    /// the files that changed between two versions of it.
+    fn save_tree(&self, h: &Hash, listing: &[(String, [u8; 32])]) {
+        let p = self.tree_path(h);
+        if p.exists() {
+            return;
+        }
+        if let Ok(buf) = postcard::to_allocvec(listing) {
+            let _ = write_atomic(&p, &buf);
+        }
+    }
+
+    /// What changed between two versions of a folder, if both are known: added, removed
+    /// and modified relative paths.
+    pub fn tree_diff(&self, old: &Hash, new: &Hash) -> Option<TreeDiff> {
+        let load = |h: &Hash| -> Option<Vec<(String, [u8; 32])>> {
+            postcard::from_bytes(&std::fs::read(self.tree_path(h)).ok()?).ok()
+        };
+        let (a, b) = (load(old)?, load(new)?);
+        let mut d = TreeDiff::default();
+        let (mut i, mut j) = (0, 0);
+        while i < a.len() || j < b.len() {
+            match (a.get(i), b.get(j)) {
+                (Some(x), Some(y)) if x.0 == y.0 => {
+                    if x.1 != y.1 {
+                        d.modified.push(x.0.clone());
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                (Some(x), Some(y)) if x.0 < y.0 => {
+                    d.removed.push(x.0.clone());
+                    i += 1;
+                }
+                (Some(_), Some(y)) => {
+                    d.added.push(y.0.clone());
+                    j += 1;
+                }
+                (Some(x), None) => {
+                    d.removed.push(x.0.clone());
+                    i += 1;
+                }
+                (None, Some(y)) => {
+                    d.added.push(y.0.clone());
+                    j += 1;
+                }
+                (None, None) => break,
+            }
+        }
+        Some(d)
+    }
+}
+
+/// Files that differ between two versions of a folder.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TreeDiff {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub modified: Vec<String>,
+}
+
+impl std::fmt::Display for TreeDiff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        for (what, list) in [
+            ("modified", &self.modified),
+            ("added", &self.added),
+            ("removed", &self.removed),
+        ] {
+            if list.is_empty() {
+                continue;
+            }
+            let shown: Vec<&str> = list.iter().take(3).map(String::as_str).collect();
+            let more = if list.len() > 3 {
+                format!(", … {} more", list.len() - 3)
+            } else {
+                String::new()
+            };
+            parts.push(format!("{} {what}: {}{more}", list.len(), shown.join(", ")));
+        }
+        f.write_str(&parts.join("; "))
     }
 }
 

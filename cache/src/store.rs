@@ -510,9 +510,11 @@ impl Store {
         let mut report = GcReport::default();
         let mut keep_objects: HashSet<Hash> = HashSet::new();
         let mut keep_keys: HashSet<String> = HashSet::new();
+        let mut keep_trees: HashSet<String> = HashSet::new();
         for rec in self.records() {
             if live.contains(&rec.key) {
                 report.records_kept += 1;
+                keep_trees.extend(rec.files.values().map(|h| format!("{}.bin", h.to_hex())));
                 keep_keys.insert(rec.key.to_hex());
                 keep_objects.extend(rec.outputs.files.values().map(|e| e.hash));
             } else {
@@ -531,6 +533,13 @@ impl Store {
                 if std::fs::remove_file(&p).is_ok() {
                     report.objects_removed += 1;
                     report.bytes_freed += size;
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.root.join("stat").join("trees")) {
+            for e in rd.flatten() {
+                if !keep_trees.contains(&*e.file_name().to_string_lossy()) {
+                    let _ = std::fs::remove_file(e.path());
                 }
             }
         }

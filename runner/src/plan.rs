@@ -173,7 +173,7 @@ pub fn status(store: &Store, pipeline: &Pipeline, hashes: &FileHashes) -> Vec<St
                 _ => {
                     let previous = latest.iter().find_map(|k| store.record(k).ok().flatten());
                     let mut reasons = match &previous {
-                        Some(prev) => explain(pipeline, inst, prev, &upstream, &files),
+                        Some(prev) => explain(store, pipeline, inst, prev, &upstream, &files),
                         None => vec!["never run".to_string()],
                     };
                     if previous.as_ref().is_some_and(|p| p.key == key) || reasons.is_empty() {
@@ -197,6 +197,7 @@ pub fn status(store: &Store, pipeline: &Pipeline, hashes: &FileHashes) -> Vec<St
 
 /// What differs between the previous run of a stage and its configuration now.
 pub fn explain(
+    store: &Store,
     pipeline: &Pipeline,
     inst: &Instance,
     prev: &RunRecord,
@@ -234,7 +235,10 @@ pub fn explain(
     for (path, h) in files {
         match prev.files.get(path) {
             Some(old) if old == h => {}
-            Some(_) => reasons.push(format!("file `{path}` changed")),
+            Some(old) => match store.stat_cache().tree_diff(old, h) {
+                Some(d) => reasons.push(format!("folder `{path}` changed ({d})")),
+                None => reasons.push(format!("file `{path}` changed")),
+            },
             None => reasons.push(format!("new file input `{path}`")),
         }
     }

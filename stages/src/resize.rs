@@ -11,14 +11,17 @@
 //! - the convolution weights come from Pillow's filter functions, supports and
 //!   window bounds in `f64`, normalised per output pixel, then rounded to 22-bit fixed
 //!   point; sums start at one half, are floored by the shift and clipped to 0..=255;
-//! - rows are filtered first and columns second, with the intermediate image rounded
-//!   to u8 in between, and an axis whose size does not change is not filtered at all;
+//! - the two axes are filtered one after the other with the intermediate image rounded
+//!   to u8 in between, rows first unless the height shrinks while the width does not
+//!   (Pillow 13 made that exception to save work; older Pillow always filters rows
+//!   first, so its output differs there), and an axis whose size does not change is not
+//!   filtered at all;
 //! - nearest is Pillow's affine scale, whose source position is accumulated in `f64`
 //!   one output pixel after the other.
 //!
 //! `fast_image_resize` was the first choice, but its u8 kernels keep 15-bit weights
-//! and filter columns first, and that moved some values by 2 against Pillow on real
-//! photographs. The kernels here instead keep Pillow's exact sums and get their speed
+//! and always filter columns first, and that moved some values by 2 against Pillow on
+//! real photographs. The kernels here instead keep Pillow's exact sums and get their speed
 //! elsewhere: weights are computed once per set instead of once per image, and both
 //! passes run as column-wise multiply-adds over contiguous bytes (the row pass on
 //! tiles transposed a few rows at a time), which the compiler turns into wide SIMD.
@@ -274,8 +277,10 @@ enum Method {
         /// The column pass, when the height changes, with its windows relative to
         /// `rows`.
         vertical: Option<Axis>,
-        /// The source rows the column pass reads (all of them when it is skipped).
+        /// The source rows that the first pass reads, when it is the row pass: all of
+        /// them unless the column pass leaves some out.
         rows: Range<usize>,
+        vertical_first: bool,
     },
 }
 
@@ -327,16 +332,19 @@ impl Plan {
                         (width != dst_width).then(|| Axis::new(width, dst_width, kernel));
                     let mut vertical =
                         (height != dst_height).then(|| Axis::new(height, dst_height, kernel));
-                    // Like Pillow, run the row pass only over the rows the column pass
-                    // will read.
+                    // Pillow 13's rule: shrinking the height first makes the row pass
+                    // cheaper when the width is not shrinking too.
+                    let vertical_first = dst_width >= width && dst_height < height;
+                    // Rows first, Pillow filters only the rows the column pass will read.
                     let rows = match &mut vertical {
-                        Some(axis) => axis.trim_source(),
-                        None => 0..height as usize,
+                        Some(axis) if !vertical_first => axis.trim_source(),
+                        _ => 0..height as usize,
                     };
                     Method::Convolve {
                         horizontal,
                         vertical,
                         rows,
+                        vertical_first,
                     }
                 }
             }
@@ -500,19 +508,7 @@ impl Scratch {
         match &plan.method {
             Method::Copy => dst.copy_from_slice(src),
             Method::Nearest { cols, rows } => nearest(plan, cols, rows, src, dst),
-            Method::Convolve {
-                horizontal,
-                vertical,
-                rows,
-            } => simd::convolve(
-                plan,
-                horizontal.as_ref(),
-                vertical.as_ref(),
-                rows,
-                src,
-                dst,
-                self,
-            ),
+            Method::Convolve { .. } => simd::convolve(plan, src, dst, self),
         }
     }
 }
@@ -541,73 +537,59 @@ fn nearest(plan: &Plan, cols: &[usize], rows: &[usize], src: &[u8], dst: &mut [u
 mod simd {
     use super::*;
 
-    pub(super) fn convolve(
-        plan: &Plan,
-        horizontal: Option<&Axis>,
-        vertical: Option<&Axis>,
-        rows: &Range<usize>,
-        src: &[u8],
-        dst: &mut [u8],
-        scratch: &mut Scratch,
-    ) {
+    pub(super) fn convolve(plan: &Plan, src: &[u8], dst: &mut [u8], scratch: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512bw") {
                 // SAFETY: the CPU supports AVX-512 BW (and so AVX-512 F), checked above.
-                return unsafe {
-                    convolve_avx512(plan, horizontal, vertical, rows, src, dst, scratch)
-                };
+                return unsafe { convolve_avx512(plan, src, dst, scratch) };
             }
             if std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the CPU supports AVX2, checked above.
-                return unsafe {
-                    convolve_avx2(plan, horizontal, vertical, rows, src, dst, scratch)
-                };
+                return unsafe { convolve_avx2(plan, src, dst, scratch) };
             }
         }
-        two_passes(plan, horizontal, vertical, rows, src, dst, scratch)
+        two_passes(plan, src, dst, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
-    fn convolve_avx512(
-        plan: &Plan,
-        horizontal: Option<&Axis>,
-        vertical: Option<&Axis>,
-        rows: &Range<usize>,
-        src: &[u8],
-        dst: &mut [u8],
-        scratch: &mut Scratch,
-    ) {
-        two_passes(plan, horizontal, vertical, rows, src, dst, scratch)
+    fn convolve_avx512(plan: &Plan, src: &[u8], dst: &mut [u8], scratch: &mut Scratch) {
+        two_passes(plan, src, dst, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
-    fn convolve_avx2(
-        plan: &Plan,
-        horizontal: Option<&Axis>,
-        vertical: Option<&Axis>,
-        rows: &Range<usize>,
-        src: &[u8],
-        dst: &mut [u8],
-        scratch: &mut Scratch,
-    ) {
-        two_passes(plan, horizontal, vertical, rows, src, dst, scratch)
+    fn convolve_avx2(plan: &Plan, src: &[u8], dst: &mut [u8], scratch: &mut Scratch) {
+        two_passes(plan, src, dst, scratch)
     }
 
     #[inline(always)]
-    fn two_passes(
-        plan: &Plan,
-        horizontal: Option<&Axis>,
-        vertical: Option<&Axis>,
-        rows: &Range<usize>,
-        src: &[u8],
-        dst: &mut [u8],
-        scratch: &mut Scratch,
-    ) {
+    fn two_passes(plan: &Plan, src: &[u8], dst: &mut [u8], scratch: &mut Scratch) {
+        let Method::Convolve {
+            horizontal,
+            vertical,
+            rows,
+            vertical_first,
+        } = &plan.method
+        else {
+            return;
+        };
         let c = plan.channels;
         match (horizontal, vertical) {
+            (Some(h), Some(v)) if *vertical_first => {
+                let row = plan.width * c;
+                scratch.between.resize(v.len() * row, 0);
+                column_pass(v, row, src, &mut scratch.between);
+                row_pass(
+                    plan,
+                    h,
+                    &(0..v.len()),
+                    &scratch.between,
+                    dst,
+                    &mut scratch.tile,
+                );
+            }
             (Some(h), Some(v)) => {
                 let between_row = h.len() * c;
                 scratch.between.resize(rows.len() * between_row, 0);
