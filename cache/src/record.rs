@@ -27,6 +27,9 @@ pub struct RunRecord {
     #[serde(default)]
     pub metrics: Option<serde_json::Value>,
     pub started_at: String,
+    /// The same instant in seconds since the Unix epoch.
+    #[serde(default)]
+    pub started_unix_s: f64,
     pub duration_s: f64,
     pub gantry_version: String,
     pub host: String,

@@ -485,6 +485,10 @@ fn execute(
     }
     report(Event::Started { stage: &inst.name });
     let started_at = crate::logging::now();
+    let started_unix_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let t0 = Instant::now();
     let scratch = store
         .scratch_dir(&inst.name)
@@ -580,6 +584,7 @@ fn execute(
             outputs: manifest,
             metrics,
             started_at,
+            started_unix_s,
             duration_s: t0.elapsed().as_secs_f64(),
             gantry_version: env!("CARGO_PKG_VERSION").into(),
             host: hostname(),
