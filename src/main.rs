@@ -67,6 +67,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Metrics of the latest run of each stage (and with --diff, the change since the
+    /// run before it).
+    Metrics {
+        #[command(flatten)]
+        pipeline: PipelineArgs,
+        #[arg(long)]
+        diff: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and maintain the cache.
     Cache {
         #[command(subcommand)]
@@ -204,6 +214,11 @@ fn dispatch(cli: Cli) -> Result<(), Failure> {
             set,
             json,
         } => show(&open_store()?, &stage, pipeline.as_deref(), &set, json),
+        Command::Metrics {
+            pipeline,
+            diff,
+            json,
+        } => metrics(&open_store()?, &pipeline, diff, json),
         Command::Cache { command } => cache(&open_store()?, command),
         Command::Schema => {
             let s = serde_json::to_string_pretty(&gantry_runner::schema::pipeline_schema())
@@ -333,6 +348,22 @@ fn run(store: &Store, args: RunArgs, quiet: bool) -> Result<(), Failure> {
             } else {
                 line(quiet, &text);
             }
+            // What the stage wants a person to see, right after it ran.
+            if matches!(outcome, Outcome::Executed { .. }) && !quiet {
+                let report = opts
+                    .out_dir
+                    .join(stage.replace('/', "_"))
+                    .join(gantry_stages_report_file());
+                if let Ok(text) = std::fs::read_to_string(report) {
+                    logging::bars().suspend(|| {
+                        eprintln!();
+                        for l in text.lines() {
+                            eprintln!("    {l}");
+                        }
+                        eprintln!();
+                    });
+                }
+            }
         }
     };
     let summary = exec::run(store, &p, &opts, cancel.clone(), &report)
@@ -371,6 +402,92 @@ fn run(store: &Store, args: RunArgs, quiet: bool) -> Result<(), Failure> {
         return Err(Failure::Stage);
     }
     Ok(())
+}
+
+fn gantry_stages_report_file() -> &'static str {
+    gantry_runner::REPORT_FILE
+}
+
+fn metrics(store: &Store, args: &PipelineArgs, diff: bool, json: bool) -> Result<(), Failure> {
+    let p = load(args)?;
+    let mut rows: Vec<serde_json::Value> = Vec::new();
+    for inst in &p.instances {
+        let history = store.ref_history(&p.name, &inst.name);
+        let get = |i: usize| {
+            history
+                .get(i)
+                .and_then(|k| store.record(k).ok().flatten())
+                .and_then(|r| r.metrics)
+        };
+        let Some(now) = get(0) else { continue };
+        let before = if diff { get(1) } else { None };
+        let mut now_flat = Vec::new();
+        flatten("", &now, &mut now_flat);
+        let mut before_flat = Vec::new();
+        if let Some(b) = &before {
+            flatten("", b, &mut before_flat);
+        }
+        for (path, value) in now_flat {
+            let old = before_flat.iter().find(|(p, _)| *p == path).map(|(_, v)| *v);
+            rows.push(serde_json::json!({
+                "stage": inst.name,
+                "metric": path,
+                "value": value,
+                "previous": old,
+                "change": old.map(|o| value - o),
+            }));
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows).context("metrics")?);
+        return Ok(());
+    }
+    if rows.is_empty() {
+        println!("no metrics yet: run the pipeline first");
+        return Ok(());
+    }
+    let w1 = rows.iter().filter_map(|r| r["stage"].as_str()).map(str::len).max().unwrap_or(5);
+    let w2 = rows.iter().filter_map(|r| r["metric"].as_str()).map(str::len).max().unwrap_or(6);
+    if diff {
+        println!("{:w1$}  {:w2$}  {:>14}  {:>14}  {:>14}", "stage", "metric", "value", "previous", "change");
+    } else {
+        println!("{:w1$}  {:w2$}  {:>14}", "stage", "metric", "value");
+    }
+    for r in &rows {
+        let num = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.6}")).unwrap_or_else(|| "-".into());
+        let stage = r["stage"].as_str().unwrap_or("");
+        let metric = r["metric"].as_str().unwrap_or("");
+        if diff {
+            let change = r["change"].as_f64().map(|x| format!("{x:+.6}")).unwrap_or_else(|| "-".into());
+            println!("{stage:w1$}  {metric:w2$}  {:>14}  {:>14}  {change:>14}", num(&r["value"]), num(&r["previous"]));
+        } else {
+            println!("{stage:w1$}  {metric:w2$}  {:>14}", num(&r["value"]));
+        }
+    }
+    Ok(())
+}
+
+/// Every number in a metrics document, by dotted path.
+fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
+    match v {
+        serde_json::Value::Number(n) => {
+            if let Some(x) = n.as_f64() {
+                out.push((prefix.to_string(), x));
+            }
+        }
+        serde_json::Value::Object(m) => {
+            for (k, child) in m {
+                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&p, child, out);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                flatten(&format!("{prefix}.{i}"), child, out);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn line(quiet: bool, s: &str) {

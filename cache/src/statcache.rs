@@ -45,7 +45,6 @@ const RACY_WINDOW_NS: i128 = 2_000_000_000;
 
 struct Seen {
     rel: String,
-    abs: PathBuf,
     size: u64,
     mtime_ns: i128,
     ino: u64,
@@ -68,7 +67,14 @@ impl StatCache {
         let listing = if meta.is_dir() {
             list_folder(&abs)?
         } else {
-            vec![seen(String::new(), abs.clone(), &meta)]
+            vec![seen(String::new(), &meta)]
+        };
+        let path_of = |s: &Seen| {
+            if s.rel.is_empty() {
+                abs.clone()
+            } else {
+                abs.join(&s.rel)
+            }
         };
 
         let store_path = self.dir.join(format!(
@@ -103,7 +109,7 @@ impl StatCache {
         let fresh: Vec<(usize, Hash)> = misses
             .par_iter()
             .map(|&i| {
-                let (h, _) = hash_file(&listing[i].abs)?;
+                let (h, _) = hash_file(&path_of(&listing[i]))?;
                 let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 on_progress(n, total);
                 Ok((i, h))
@@ -121,7 +127,6 @@ impl StatCache {
             b"gantry-file-v1"
         });
         let files = listing.len();
-        let mut listing_hashes: Vec<(String, [u8; 32])> = Vec::with_capacity(listing.len());
         let mut entries = Vec::with_capacity(listing.len());
         let mut bytes = 0u64;
         for (s, h) in listing.into_iter().zip(cached) {
@@ -129,29 +134,29 @@ impl StatCache {
             tree.update(&(s.rel.len() as u64).to_le_bytes());
             tree.update(s.rel.as_bytes());
             tree.update(&h);
-            listing_hashes.push((s.rel.clone(), h));
             bytes += s.size;
-            if now - s.mtime_ns > RACY_WINDOW_NS {
-                entries.push(Entry {
-                    rel: s.rel,
-                    size: s.size,
-                    mtime_ns: s.mtime_ns,
-                    ino: s.ino,
-                    hash: h,
-                });
-            }
+            entries.push(Entry {
+                rel: s.rel,
+                size: s.size,
+                mtime_ns: s.mtime_ns,
+                ino: s.ino,
+                hash: h,
+            });
         }
         let hash: Hash = tree.finalize().into();
         if meta.is_dir() {
-            self.save_tree(&hash, &listing_hashes);
+            self.save_tree(&hash, &entries);
         }
+        let before = entries.len();
+        entries.retain(|e| now - e.mtime_ns > RACY_WINDOW_NS);
+        let racy = before - entries.len();
         let result = PathHash {
             hash,
             files,
             bytes,
             rehashed: total,
         };
-        let unchanged = total == 0 && entries.len() == previous.entries.len();
+        let unchanged = total == 0 && racy == 0 && entries.len() == previous.entries.len();
         if !unchanged {
             let file = StatFile {
                 root: abs.to_string_lossy().into_owned(),
@@ -175,12 +180,14 @@ impl StatCache {
 
     /// Remember which files made up a folder with this hash, so that `status` can name
     /// the files that changed between two versions of it.
-    fn save_tree(&self, h: &Hash, listing: &[(String, [u8; 32])]) {
+    fn save_tree(&self, h: &Hash, entries: &[Entry]) {
         let p = self.tree_path(h);
         if p.exists() {
             return;
         }
-        if let Ok(buf) = postcard::to_allocvec(listing) {
+        let listing: Vec<(&str, [u8; 32])> =
+            entries.iter().map(|e| (e.rel.as_str(), e.hash)).collect();
+        if let Ok(buf) = postcard::to_allocvec(&listing) {
             let _ = write_atomic(&p, &buf);
         }
     }
@@ -257,44 +264,71 @@ impl std::fmt::Display for TreeDiff {
     }
 }
 
+/// Every file under `root` (following links), sorted by relative path.
+///
+/// A hand-written walk rather than walkdir because of what it costs at scale: stats
+/// through the open directory (`DirEntry::metadata` is `fstatat` on the directory's fd)
+/// instead of resolving a long absolute path per file, and subfolders in parallel. At
+/// 200,000 files, path resolution in `statx` was most of a no-op run.
 fn list_folder(root: &Path) -> Result<Vec<Seen>> {
-    let mut paths = Vec::new();
-    for entry in walkdir::WalkDir::new(root).follow_links(true) {
-        let entry = entry.map_err(|e| {
-            let p = e
-                .path()
-                .map(Path::to_path_buf)
-                .unwrap_or_else(|| root.into());
-            CacheError::io(p, e.into())
-        })?;
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        let rel = entry
-            .path()
-            .strip_prefix(root)
-            .unwrap_or(entry.path())
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/");
-        paths.push((rel, entry.into_path()));
-    }
-    paths.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    paths
-        .into_par_iter()
-        .map(|(rel, abs)| {
-            let meta = std::fs::metadata(&abs).map_err(|e| CacheError::io(&abs, e))?;
-            Ok(seen(rel, abs, &meta))
-        })
-        .collect()
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(root).map_err(|e| CacheError::io(root, e))?;
+    let mut out = walk_dir(root, String::new(), &[(meta.dev(), meta.ino())])?;
+    out.par_sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+    Ok(out)
 }
 
-fn seen(rel: String, abs: PathBuf, meta: &std::fs::Metadata) -> Seen {
+fn walk_dir(dir: &Path, rel: String, ancestors: &[(u64, u64)]) -> Result<Vec<Seen>> {
+    use std::os::unix::fs::MetadataExt;
+    let rd = std::fs::read_dir(dir).map_err(|e| CacheError::io(dir, e))?;
+    let mut files = Vec::new();
+    // (path, relative name, (device, inode)) of each folder to descend into.
+    let mut subdirs: Vec<(PathBuf, String, (u64, u64))> = Vec::new();
+    for entry in rd {
+        let entry = entry.map_err(|e| CacheError::io(dir, e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let child_rel = if rel.is_empty() {
+            name.into_owned()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let ft = entry.file_type().map_err(|e| CacheError::io(entry.path(), e))?;
+        let meta = if ft.is_symlink() {
+            std::fs::metadata(entry.path()).map_err(|e| CacheError::io(entry.path(), e))?
+        } else if ft.is_dir() {
+            entry.metadata().map_err(|e| CacheError::io(entry.path(), e))?
+        } else {
+            entry.metadata().map_err(|e| CacheError::io(entry.path(), e))?
+        };
+        if meta.is_dir() {
+            let id = (meta.dev(), meta.ino());
+            // A link back to an enclosing folder would never end.
+            if !ancestors.contains(&id) {
+                subdirs.push((entry.path(), child_rel, id));
+            }
+        } else {
+            files.push(seen(child_rel, &meta));
+        }
+    }
+    let nested: Vec<Vec<Seen>> = subdirs
+        .into_par_iter()
+        .map(|(path, rel, id)| {
+            let mut chain = ancestors.to_vec();
+            chain.push(id);
+            walk_dir(&path, rel, &chain)
+        })
+        .collect::<Result<_>>()?;
+    for mut n in nested {
+        files.append(&mut n);
+    }
+    Ok(files)
+}
+
+fn seen(rel: String, meta: &std::fs::Metadata) -> Seen {
     use std::os::unix::fs::MetadataExt;
     Seen {
         rel,
-        abs,
         size: meta.len(),
         mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
         ino: meta.ino(),
@@ -374,5 +408,24 @@ mod tests {
         let none = |_: usize, _: usize| {};
         cache.hash_path(&f, &none).unwrap();
         assert_eq!(cache.hash_path(&f, &none).unwrap().rehashed, 1);
+    }
+}
+
+#[cfg(test)]
+mod walk_tests {
+    use super::*;
+
+    #[test]
+    fn links_are_followed_and_loops_end() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        std::fs::create_dir_all(root.join("a/b")).unwrap();
+        std::fs::write(root.join("a/b/f.txt"), "x").unwrap();
+        std::fs::create_dir_all(tmp.path().join("elsewhere")).unwrap();
+        std::fs::write(tmp.path().join("elsewhere/g.txt"), "y").unwrap();
+        std::os::unix::fs::symlink(tmp.path().join("elsewhere"), root.join("linked")).unwrap();
+        std::os::unix::fs::symlink(&root, root.join("a/back")).unwrap();
+        let rels: Vec<String> = list_folder(&root).unwrap().into_iter().map(|s| s.rel).collect();
+        assert_eq!(rels, ["a/b/f.txt", "linked/g.txt"]);
     }
 }

@@ -15,4 +15,5 @@ pub mod spec;
 pub mod yaml;
 
 pub use error::SpecError;
+pub use gantry_stages::REPORT_FILE;
 pub use spec::{Pipeline, load};

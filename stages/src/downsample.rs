@@ -252,6 +252,7 @@ fn compare_filters(
     }
     crate::write_file(&ctx.out_dir.join("table1_filters.csv"), csv.as_bytes())?;
     crate::write_file(&ctx.out_dir.join("table1_filters.md"), md.as_bytes())?;
+    crate::write_file(&ctx.out_dir.join(crate::REPORT_FILE), md.as_bytes())?;
     Ok(())
 }
 

@@ -13,6 +13,13 @@ pub mod downsample;
 pub mod grid;
 pub mod params;
 pub mod resize;
+pub mod table;
+
+/// The file a stage writes for people to read first; the CLI prints it after the stage
+/// runs, and the `table` stage links it.
+pub const REPORT_FILE: &str = "report.md";
+/// Numbers a stage reports; `gantry metrics` reads them from the run record.
+pub const METRICS_FILE: &str = "metrics.json";
 
 use std::sync::Arc;
 
@@ -26,7 +33,9 @@ pub use params::{Checked, ParamsError};
 pub enum ArtifactType {
     /// A `dataset.safetensors` (u8 NHWC images, optional labels) plus anything else.
     Dataset,
-    /// Tables (Markdown/CSV) and plots only.
+    /// `metrics.json` (and CSV) of an `evaluate` stage.
+    Metrics,
+    /// Tables (Markdown/CSV/HTML) and plots only.
     Report,
 }
 
@@ -34,6 +43,7 @@ impl std::fmt::Display for ArtifactType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             ArtifactType::Dataset => "dataset",
+            ArtifactType::Metrics => "metrics",
             ArtifactType::Report => "report",
         })
     }
