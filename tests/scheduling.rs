@@ -70,3 +70,27 @@ fn jobs_bounds_concurrency() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(max_overlap(&intervals(&p)), 1);
 }
+
+#[test]
+fn stages_without_a_cpu_setting_share_the_free_cores() {
+    let p = Project::new();
+    p.write(
+        "one.yaml",
+        "name: one\nstages:\n  a: { kind: dataset, from: { synthetic: { count: 4 } } }\n",
+    );
+    let r = p.gantry(&["run", "one.yaml", "--cpus", "4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let log = std::fs::read_to_string(p.out("one", "a").join("gantry.log")).unwrap();
+    assert!(log.contains("on 4 thread(s)"), "a lone stage gets every core: {log}");
+
+    p.write(
+        "two.yaml",
+        "name: two\nstages:\n  a: { kind: dataset, from: { synthetic: { count: 4, seed: 2 } } }\n  b: { kind: dataset, from: { synthetic: { count: 4, seed: 3 } } }\n",
+    );
+    let r = p.gantry(&["run", "two.yaml", "--cpus", "4"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for s in ["a", "b"] {
+        let log = std::fs::read_to_string(p.out("two", s).join("gantry.log")).unwrap();
+        assert!(log.contains("on 2 thread(s)"), "two ready stages split the cores: {log}");
+    }
+}

@@ -130,14 +130,25 @@ impl Budget {
         (free.len() >= gpu as usize).then(|| free[..gpu as usize].to_vec())
     }
 
-    fn fits(&self, inst: &Instance) -> Option<Vec<usize>> {
+    /// Cores for a stage about to start: its own `cpu`, or for `cpu_auto` a fair share
+    /// of what is free among the `ready` automatic stages that may start now.
+    fn cpu_for(&self, inst: &Instance, ready: usize) -> f64 {
+        let r = &inst.resources;
+        if !r.cpu_auto {
+            return r.cpu;
+        }
+        let free = (self.cpus - self.cpu_used).max(0.0);
+        (free / ready.max(1) as f64).floor().max(1.0)
+    }
+
+    fn fits(&self, inst: &Instance, cpu: f64) -> Option<Vec<usize>> {
         if self.running >= self.jobs {
             return None;
         }
         let r = &inst.resources;
         // An idle executor always admits one stage, however large, so nothing starves.
         if self.running > 0
-            && (self.cpu_used + r.cpu > self.cpus + 1e-9
+            && (self.cpu_used + cpu > self.cpus + 1e-9
                 || (self.mem > 0 && self.mem_used + r.mem_bytes > self.mem))
         {
             return None;
@@ -145,9 +156,9 @@ impl Budget {
         self.gpus_for(r.gpu)
     }
 
-    fn take(&mut self, inst: &Instance, gpus: &[usize]) {
+    fn take(&mut self, inst: &Instance, gpus: &[usize], cpu: f64) {
         self.running += 1;
-        self.cpu_used += inst.resources.cpu;
+        self.cpu_used += cpu;
         self.mem_used += inst.resources.mem_bytes;
         let share = inst.resources.gpu.min(1.0);
         for &d in gpus {
@@ -155,9 +166,9 @@ impl Budget {
         }
     }
 
-    fn give(&mut self, inst: &Instance, gpus: &[usize]) {
+    fn give(&mut self, inst: &Instance, gpus: &[usize], cpu: f64) {
         self.running -= 1;
-        self.cpu_used -= inst.resources.cpu;
+        self.cpu_used -= cpu;
         self.mem_used -= inst.resources.mem_bytes;
         let share = inst.resources.gpu.min(1.0);
         for &d in gpus {
@@ -193,6 +204,7 @@ pub fn check_resources(p: &Pipeline, opts: &RunOptions) -> Result<(), String> {
 struct Done {
     index: usize,
     gpus: Vec<usize>,
+    cpu: f64,
     result: Result<(Outcome, Hash), (Outcome, Option<Hash>)>,
 }
 
@@ -260,6 +272,18 @@ pub fn run(
                 cancelled = true;
             }
             let mut progressed = false;
+            // Automatic-cpu stages that could start in this pass share the free cores.
+            let mut ready_auto = (0..n)
+                .filter(|&i| {
+                    state[i] == State::Waiting
+                        && p.instances[i].resources.cpu_auto
+                        && p.instances[i]
+                            .inputs
+                            .values()
+                            .flatten()
+                            .all(|&u| matches!(state[u], State::Done(_)))
+                })
+                .count();
             for i in 0..n {
                 if state[i] != State::Waiting {
                     continue;
@@ -327,22 +351,29 @@ pub fn run(
                     progressed = true;
                     continue;
                 }
-                let Some(gpus) = budget.fits(inst) else {
+                let cpu = budget.cpu_for(inst, ready_auto);
+                let Some(gpus) = budget.fits(inst, cpu) else {
                     continue;
                 };
-                budget.take(inst, &gpus);
+                if inst.resources.cpu_auto {
+                    ready_auto = ready_auto.saturating_sub(1);
+                }
+                budget.take(inst, &gpus, cpu);
                 state[i] = State::Running;
                 progressed = true;
                 let tx = tx.clone();
                 let cancel = cancel.clone();
                 let inputs = input_artifacts(p, inst, opts);
                 scope.spawn(move || {
+                    let threads = (cpu.round() as usize).max(1);
                     let result = execute(
-                        store, p, inst, key, upstream, files, inputs, &gpus, opts, cancel, report,
+                        store, p, inst, key, upstream, files, inputs, &gpus, threads, opts,
+                        cancel, report,
                     );
                     let _ = tx.send(Done {
                         index: i,
                         gpus,
+                        cpu,
                         result,
                     });
                 });
@@ -356,7 +387,7 @@ pub fn run(
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(done) => {
                     let inst = &p.instances[done.index];
-                    budget.give(inst, &done.gpus);
+                    budget.give(inst, &done.gpus, done.cpu);
                     let o = match done.result {
                         Ok((o, out)) => {
                             state[done.index] = State::Done(out);
@@ -470,6 +501,7 @@ fn execute(
     files: BTreeMap<String, Hash>,
     inputs: BTreeMap<String, Vec<Artifact>>,
     gpus: &[usize],
+    threads: usize,
     opts: &RunOptions,
     cancel: Arc<AtomicBool>,
     report: Reporter<'_>,
@@ -503,7 +535,6 @@ fn execute(
             return Err(fail(format!("cannot prepare scratch space: {e}"), None));
         }
     };
-    let threads = (inst.resources.cpu.round() as usize).max(1);
     let bar = bars().add(ProgressBar::new(0));
     bar.set_style(
         ProgressStyle::with_template("{prefix:>20.cyan} [{bar:30}] {pos}/{len} {msg} ({elapsed})")

@@ -62,7 +62,10 @@ pub struct Instance {
 /// What a stage needs while it runs; the executor never oversubscribes the machine.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Resources {
+    /// Cores. Without `cpu:` in the file, a stage gets a fair share of the cores free when
+    /// it starts (`cpu_auto`), at least one.
     pub cpu: f64,
+    pub cpu_auto: bool,
     /// GPUs; a fraction (`0.5`) explicitly allows sharing one GPU with other stages.
     pub gpu: f64,
     pub mem_bytes: u64,
@@ -72,6 +75,7 @@ impl Default for Resources {
     fn default() -> Self {
         Resources {
             cpu: 1.0,
+            cpu_auto: true,
             gpu: 0.0,
             mem_bytes: 0,
         }
@@ -969,7 +973,10 @@ fn parse_resources(file: &str, stage: &str, node: &Node) -> Result<Resources, Sp
         };
         match e.key.as_str() {
             "cpu" => match num {
-                Some(n) if n > 0.0 => r.cpu = n,
+                Some(n) if n > 0.0 => {
+                    r.cpu = n;
+                    r.cpu_auto = false;
+                }
                 _ => {
                     return Err(expected(
                         file,
