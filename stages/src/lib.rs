@@ -11,6 +11,7 @@ pub mod context;
 pub mod dataset;
 pub mod downsample;
 pub mod grid;
+pub mod metrics;
 pub mod params;
 pub mod resize;
 pub mod table;
