@@ -21,6 +21,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import shutil
 import sqlite3
 import statistics
@@ -93,13 +94,19 @@ class BenchError(Exception):
     pass
 
 
+CPU = []  # CPU seconds (user + sys, children included) of each `run`, in order
+
+
 def run(cmd, cwd=None, env=None, check=True):
     """Run a command; return (seconds of wall clock for the whole process, stdout, stderr)."""
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     p = subprocess.run(
         cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     dt = time.perf_counter() - t0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
     if check and p.returncode != 0:
         raise BenchError(
             f"`{' '.join(map(str, cmd))}` exited {p.returncode}\n"
@@ -293,18 +300,21 @@ def bench_one(n, repeat, gantry, dvc):
     check_dvc_noop(out + err)
 
     # (a) no-op rerun, interleaved.
-    ga, da = [], []
+    ga, da, gac, dac = [], [], [], []
+    load = [os.getloadavg()[0]]
     for _ in range(repeat):
         t, out, _ = run([gantry, "run", "--json", "pipeline.yaml"], cwd=project, env=genv)
         check_gantry_noop(out)
         ga.append(t)
+        gac.append(CPU[-1])
         t, out, err = run([dvc, "repro"], cwd=project, env=denv)
         check_dvc_noop(out + err)
         da.append(t)
+        dac.append(CPU[-1])
     log(f"  (a) no-op: gantry {fmt_list(ga)}  dvc {fmt_list(da)}")
 
     # (b) first hash of the folder: empty gantry cache / empty DVC state database.
-    gb, db = [], []
+    gb, db, gbc, dbc = [], [], [], []
     fresh = root / "gantry-fresh-cache"
     site = root / "dvc-site-cache"
     fenv = dict(genv, GANTRY_CACHE_DIR=str(fresh))
@@ -316,6 +326,7 @@ def bench_one(n, repeat, gantry, dvc):
         if stat_cache_entries_bytes(fresh) < 32 * n:
             raise BenchError("gantry status did not record a hash for every file")
         gb.append(t)
+        gbc.append(CPU[-1])
         shutil.rmtree(site, ignore_errors=True)
         t, out, err = run([dvc, "status"], cwd=project, env=denv)
         if "up to date" not in out + err:
@@ -324,12 +335,21 @@ def bench_one(n, repeat, gantry, dvc):
         if rows < n:
             raise BenchError(f"dvc status hashed only {rows} of {n} files")
         db.append(t)
+        dbc.append(CPU[-1])
+    load.append(os.getloadavg()[0])
     log(f"  (b) first hash: gantry {fmt_list(gb)}  dvc {fmt_list(db)}  "
         f"(DVC state rows after: {rows})")
 
     # Leave the DVC state warm again for anyone poking at the project afterwards.
     run([dvc, "status"], cwd=project, env=denv)
-    return {"files": n, "a": (ga, da), "b": (gb, db), "info": info}
+    return {
+        "files": n,
+        "a": (ga, da),
+        "b": (gb, db),
+        "cpu": {"a": (gac, dac), "b": (gbc, dbc)},
+        "load": load,
+        "info": info,
+    }
 
 
 def fmt_list(xs):
@@ -428,7 +448,8 @@ def main():
     dvc = dvc_binary()
     dvc_version = run([dvc, "--version"], env=dict(os.environ, DVC_NO_ANALYTICS="1"))[1].strip()
     gantry_version = run([gantry, "--version"])[1].strip()
-    log(f"gantry: {gantry} ({gantry_version}, commit {gantry_commit()})")
+    commit = gantry_commit()  # read once: others may commit while this runs
+    log(f"gantry: {gantry} ({gantry_version}, commit {commit})")
     log(f"DVC: {dvc_version}")
     log("note: the images get mtimes in 2020. gantry's stat cache never trusts a file "
         "modified in the last 2 s (git's racy-entry rule), so freshly written files would "
@@ -456,8 +477,22 @@ def main():
 
     rows = [r for res in results for r in rows_for(res)]
     head, body = table(rows)
+    chead = ["files", "operation", "gantry CPU s", "dvc CPU s", "1-min load avg (start, end)"]
+    cbody = [
+        [
+            f"{res['files']:,}",
+            name,
+            f"{statistics.median(res['cpu'][k][0]):.3f}",
+            f"{statistics.median(res['cpu'][k][1]):.3f}",
+            ", ".join(f"{x:.1f}" for x in res["load"]),
+        ]
+        for res in results
+        for k, name in [("a", "(a) no-op rerun"), ("b", "(b) first hash")]
+    ]
     log("")
     log(render_text(head, body))
+    log("")
+    log(render_text(chead, cbody))
     for note in notes:
         log(note)
 
@@ -468,10 +503,15 @@ def main():
         f"- date: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- machine: {machine()}",
         f"- DVC: {dvc_version} (PyPI, bench/.venv-dvc), Python {platform.python_version()}",
-        f"- gantry: {gantry_version}, commit {gantry_commit()}",
+        f"- gantry: {gantry_version}, commit {commit} when the run started",
         f"- command: `python3 bench/noop_vs_dvc.py {' '.join(sys.argv[1:])}`".rstrip(),
         "",
         render_md(head, body),
+        "",
+        "CPU time (user + sys of the process and its children, median) and the machine's "
+        "load while measuring (other work on the machine slows both tools' wall clock):",
+        "",
+        render_md(chead, cbody),
         "",
         f"Times are the median wall clock of {args.repeat} runs of the whole process "
         "(runs of the two tools interleaved). The folder: 16x16 RGB PNGs, all distinct, "

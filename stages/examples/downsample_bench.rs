@@ -1,0 +1,158 @@
+//! Times `resize_set` on image files; the Rust half of `bench/downsample_vs_pillow.py`.
+//!
+//! ```text
+//! cargo run --release --example downsample_bench -p gantry-stages -- \
+//!     [--size 64x64] [--threads 2] [--repeat 5] [--filters box,bicubic,...] \
+//!     [--dump DIR] FILE...
+//! ```
+//!
+//! Every file is decoded before anything is timed (gray PNGs stay gray, everything
+//! else becomes RGB) and the images are grouped into one `ImageSet` per shape. Then,
+//! for each filter, on a rayon pool of `--threads` threads: one untimed warm-up round,
+//! then `--repeat` timed rounds, each one `resize_set` call per set, start to finish,
+//! including the allocation of the output sets. Prints one JSON object with every
+//! round's wall time. With `--dump`, each filter's outputs are written, in the order
+//! of the files on the command line, to `DIR/<filter>.u8` so that the caller can
+//! compare them with Pillow's.
+
+use std::collections::BTreeMap;
+use std::error::Error;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use gantry_datasets::ImageSet;
+use gantry_stages::resize::{Filter, ResizeError, resize_set};
+
+struct Args {
+    width: u32,
+    height: u32,
+    threads: usize,
+    repeat: usize,
+    filters: Vec<Filter>,
+    dump: Option<PathBuf>,
+    files: Vec<PathBuf>,
+}
+
+fn parse_args() -> Result<Args, Box<dyn Error>> {
+    let mut args = Args {
+        width: 64,
+        height: 64,
+        threads: 2,
+        repeat: 5,
+        filters: Filter::ALL.to_vec(),
+        dump: None,
+        files: Vec::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--size" => {
+                let v = value()?;
+                let (w, h) = v
+                    .split_once('x')
+                    .ok_or_else(|| format!("--size {v}: expected WIDTHxHEIGHT"))?;
+                args.width = w.parse()?;
+                args.height = h.parse()?;
+            }
+            "--threads" => args.threads = value()?.parse()?,
+            "--repeat" => args.repeat = value()?.parse::<usize>()?.max(1),
+            "--filters" => {
+                args.filters = value()?
+                    .split(',')
+                    .map(|name| serde_json::from_value(serde_json::Value::from(name)))
+                    .collect::<Result<_, _>>()?
+            }
+            "--dump" => args.dump = Some(value()?.into()),
+            flag if flag.starts_with("--") => return Err(format!("unknown flag {flag}").into()),
+            _ => args.files.push(arg.into()),
+        }
+    }
+    if args.files.is_empty() {
+        return Err("no image files given".into());
+    }
+    Ok(args)
+}
+
+/// The decoded files, grouped by shape; `order[i]` says where file `i` went.
+struct Sets {
+    sets: Vec<ImageSet>,
+    order: Vec<(usize, usize)>,
+}
+
+fn load(files: &[PathBuf]) -> Result<Sets, Box<dyn Error>> {
+    let mut by_shape: BTreeMap<(u32, u32, u8), usize> = BTreeMap::new();
+    let mut sets: Vec<ImageSet> = Vec::new();
+    let mut order = Vec::with_capacity(files.len());
+    for path in files {
+        let image = image::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (width, height) = (image.width(), image.height());
+        let (channels, pixels) = match image {
+            image::DynamicImage::ImageLuma8(gray) => (1, gray.into_raw()),
+            other => (3, other.into_rgb8().into_raw()),
+        };
+        let index = *by_shape
+            .entry((width, height, channels))
+            .or_insert_with(|| {
+                sets.push(ImageSet::new(width, height, channels));
+                sets.len() - 1
+            });
+        order.push((index, sets[index].len()));
+        sets[index].push(&pixels);
+    }
+    Ok(Sets { sets, order })
+}
+
+fn main() -> Result<(), Box<dyn Error>> {
+    let args = parse_args()?;
+    let loaded = load(&args.files)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .build()?;
+
+    let mut report = serde_json::Map::new();
+    for &filter in &args.filters {
+        let round = || -> Result<Vec<ImageSet>, ResizeError> {
+            loaded
+                .sets
+                .iter()
+                .map(|set| resize_set(set, args.width, args.height, filter))
+                .collect()
+        };
+        let warm = pool.install(round)?;
+        let mut seconds = Vec::with_capacity(args.repeat);
+        for _ in 0..args.repeat {
+            let start = Instant::now();
+            let outs = pool.install(round)?;
+            seconds.push(start.elapsed().as_secs_f64());
+            drop(outs);
+        }
+        if let Some(dir) = &args.dump {
+            std::fs::create_dir_all(dir)?;
+            let mut bytes = Vec::new();
+            for &(set, i) in &loaded.order {
+                bytes.extend_from_slice(warm[set].image(i));
+            }
+            std::fs::write(dir.join(format!("{}.u8", filter.name())), bytes)?;
+        }
+        report.insert(
+            filter.name().into(),
+            serde_json::json!({ "seconds": seconds }),
+        );
+    }
+
+    let shapes: Vec<_> = loaded
+        .sets
+        .iter()
+        .map(|s| serde_json::json!([s.width, s.height, s.channels, s.len()]))
+        .collect();
+    let out = serde_json::json!({
+        "images": args.files.len(),
+        "threads": args.threads,
+        "size": [args.width, args.height],
+        "sets": shapes,
+        "filters": report,
+    });
+    println!("{out}");
+    Ok(())
+}
