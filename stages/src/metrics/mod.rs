@@ -9,3 +9,4 @@
 
 pub mod frechet;
 pub mod inception_score;
+pub mod ssim;
