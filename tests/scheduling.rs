@@ -81,7 +81,10 @@ fn stages_without_a_cpu_setting_share_the_free_cores() {
     let r = p.gantry(&["run", "one.yaml", "--cpus", "4"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let log = std::fs::read_to_string(p.out("one", "a").join("gantry.log")).unwrap();
-    assert!(log.contains("on 4 thread(s)"), "a lone stage gets every core: {log}");
+    assert!(
+        log.contains("on 4 thread(s)"),
+        "a lone stage gets every core: {log}"
+    );
 
     p.write(
         "two.yaml",
@@ -91,6 +94,9 @@ fn stages_without_a_cpu_setting_share_the_free_cores() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     for s in ["a", "b"] {
         let log = std::fs::read_to_string(p.out("two", s).join("gantry.log")).unwrap();
-        assert!(log.contains("on 2 thread(s)"), "two ready stages split the cores: {log}");
+        assert!(
+            log.contains("on 2 thread(s)"),
+            "two ready stages split the cores: {log}"
+        );
     }
 }

@@ -10,6 +10,7 @@
 pub mod context;
 pub mod dataset;
 pub mod downsample;
+pub mod evaluate;
 pub mod grid;
 pub mod metrics;
 pub mod params;
@@ -90,6 +91,8 @@ pub fn registry() -> Vec<Arc<dyn StageKind>> {
     vec![
         Arc::new(dataset::DatasetKind),
         Arc::new(downsample::DownsampleKind),
+        Arc::new(evaluate::EvaluateKind),
+        Arc::new(table::TableKind),
     ]
 }
 

@@ -103,7 +103,10 @@ impl StageKind for TableKind {
     ) -> Result<Checked, ParamsError> {
         let (p, canonical) = crate::params::from_value::<TableParams>(params)?;
         if p.rows.is_empty() {
-            return Err(ParamsError::invalid(&["rows"], "a table needs at least one row"));
+            return Err(ParamsError::invalid(
+                &["rows"],
+                "a table needs at least one row",
+            ));
         }
         if p.columns.is_empty() {
             return Err(ParamsError::invalid(
@@ -497,6 +500,9 @@ mod tests {
         ];
         let md = markdown(&p, &cells);
         assert!(md.contains("| SWD | 250.00 | 240.65 | +9.35 |"), "{md}");
-        assert!(md.contains("| IS | 2.00 ± 0.10 | 2.127 ± 0.263 | -0.13 |"), "{md}");
+        assert!(
+            md.contains("| IS | 2.00 ± 0.10 | 2.127 ± 0.263 | -0.13 |"),
+            "{md}"
+        );
     }
 }

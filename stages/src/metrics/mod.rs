@@ -10,3 +10,4 @@
 pub mod frechet;
 pub mod inception_score;
 pub mod ssim;
+pub mod swd;

@@ -1,0 +1,371 @@
+//! `evaluate`: compare generated image sets with real ones.
+//!
+//! ```yaml
+//! evaluate:
+//!   kind: evaluate
+//!   real: [faces64, faces256]        # each generated set is compared with the real set of its size
+//!   fake: [progan, srgan]            # any stages whose output holds images
+//!   metrics: [swd, ms_ssim]
+//! ```
+//!
+//! Metrics:
+//! - `swd`: sliced Wasserstein distance ×1e3 per pyramid level and averaged (Karras et
+//!   al. 2018), real vs generated.
+//! - `ms_ssim`: the ProGAN diversity score: mean MS-SSIM over random pairs *within* each
+//!   set (real sets too, as the baseline). Lower means more diverse.
+//! - `ms_ssim_paired`, `ssim_paired`: generated[i] against real[i] (reconstruction
+//!   quality); the sets must be the same size and count.
+//!
+//! Writes `metrics.json` (`{"sets": {set: {metric: value}}}`), `metrics.csv`,
+//! `report.md`, and each set's sample grid under `samples/`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use gantry_datasets::{Dataset, ImageSet};
+use indicatif::ProgressBar;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{ssim, swd};
+use crate::{
+    Artifact, ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Metric {
+    Swd,
+    MsSsim,
+    MsSsimPaired,
+    SsimPaired,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct EvaluateParams {
+    /// Which metrics to compute (default: `swd` and `ms_ssim`).
+    #[serde(default = "default_metrics")]
+    pub metrics: Vec<Metric>,
+    /// Use at most this many images of each set (the first ones). Default: all.
+    #[serde(default)]
+    pub max_images: Option<usize>,
+    /// Random pairs per set for the MS-SSIM diversity score (ProGAN used 10,000).
+    #[serde(default = "default_pairs")]
+    pub ms_ssim_pairs: usize,
+    /// Which part of a dataset holds the images (default: `images`, or `b` for paired
+    /// and unpaired datasets).
+    #[serde(default)]
+    pub part: Option<String>,
+    /// SWD settings (defaults as in the paper: 7×7 neighbourhoods, 128 per image per
+    /// level, 4 × 128 directions, pyramid down to 16×16).
+    #[serde(default)]
+    pub swd: swd::SwdConfig,
+}
+
+fn default_metrics() -> Vec<Metric> {
+    vec![Metric::Swd, Metric::MsSsim]
+}
+
+fn default_pairs() -> usize {
+    10_000
+}
+
+pub struct EvaluateKind;
+
+const INPUTS: &[InputSlot] = &[
+    InputSlot {
+        key: "real",
+        accepts: &[ArtifactType::Dataset],
+        many: true,
+        required: true,
+    },
+    InputSlot {
+        key: "fake",
+        accepts: &[ArtifactType::Dataset],
+        many: true,
+        required: true,
+    },
+];
+
+impl StageKind for EvaluateKind {
+    fn name(&self) -> &'static str {
+        "evaluate"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn summary(&self) -> &'static str {
+        "SWD, MS-SSIM and SSIM of generated image sets against real ones"
+    }
+    fn inputs(&self) -> &'static [InputSlot] {
+        INPUTS
+    }
+    fn output(&self) -> ArtifactType {
+        ArtifactType::Metrics
+    }
+    fn params_schema(&self) -> schemars::Schema {
+        schemars::schema_for!(EvaluateParams)
+    }
+    fn check(
+        &self,
+        params: serde_json::Value,
+        _base_dir: &std::path::Path,
+    ) -> Result<Checked, ParamsError> {
+        let (p, canonical) = crate::params::from_value::<EvaluateParams>(params)?;
+        if p.metrics.is_empty() {
+            return Err(ParamsError::invalid(
+                &["metrics"],
+                "name at least one metric",
+            ));
+        }
+        if p.max_images == Some(0) {
+            return Err(ParamsError::invalid(&["max_images"], "must be at least 1"));
+        }
+        Ok(Checked {
+            canonical,
+            files: Vec::new(),
+        })
+    }
+
+    fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
+        let p: EvaluateParams = ctx.params()?;
+        let load = |a: &Artifact| -> Result<(String, ImageSet), StageError> {
+            let d = Dataset::load(&a.dataset_file())?;
+            let set = pick_part(&d, p.part.as_deref(), &a.stage)?;
+            Ok((a.stage.clone(), truncate(set, p.max_images)))
+        };
+        let reals: Vec<(String, ImageSet)> = ctx
+            .inputs("real")
+            .iter()
+            .map(load)
+            .collect::<Result<_, _>>()?;
+        let fakes: Vec<(String, ImageSet)> = ctx
+            .inputs("fake")
+            .iter()
+            .map(load)
+            .collect::<Result<_, _>>()?;
+
+        let mut sets: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
+            BTreeMap::new();
+        let ssim_cfg = ssim::SsimConfig::default();
+        let bar = |len: u64, msg: String| {
+            ctx.progress.set_length(len);
+            ctx.progress.set_position(0);
+            ctx.progress.set_message(msg);
+            &ctx.progress
+        };
+        let seed = ctx.seed;
+
+        if p.metrics.contains(&Metric::MsSsim) {
+            for (name, set) in reals.iter().chain(&fakes) {
+                ctx.check_cancelled()?;
+                let pb = bar(p.ms_ssim_pairs as u64, format!("MS-SSIM {name}"));
+                let r = ssim::ms_ssim_diversity(set, p.ms_ssim_pairs, seed, &ssim_cfg, pb)
+                    .map_err(|e| StageError::Failed(format!("MS-SSIM of `{name}`: {e}")))?;
+                entry(&mut sets, name).insert("ms_ssim".into(), json(&r)?);
+            }
+        }
+        for (name, fake) in &fakes {
+            let (real_name, real) = matching_real(&reals, fake, name)?;
+            for m in &p.metrics {
+                ctx.check_cancelled()?;
+                let value = match m {
+                    Metric::MsSsim => continue,
+                    Metric::Swd => {
+                        let pb: &ProgressBar = bar(0, format!("SWD {name} vs {real_name}"));
+                        json(&swd::swd(real, fake, &p.swd, pb).map_err(|e| {
+                            StageError::Failed(format!("SWD of `{name}` vs `{real_name}`: {e}"))
+                        })?)?
+                    }
+                    Metric::MsSsimPaired => {
+                        same_count(real, fake, real_name, name)?;
+                        let pb = bar(fake.len() as u64, format!("MS-SSIM {name} ↔ {real_name}"));
+                        json(
+                            &ssim::ms_ssim_paired(real, fake, &ssim_cfg, pb).map_err(|e| {
+                                StageError::Failed(format!(
+                                    "MS-SSIM of `{name}` vs `{real_name}`: {e}"
+                                ))
+                            })?,
+                        )?
+                    }
+                    Metric::SsimPaired => {
+                        same_count(real, fake, real_name, name)?;
+                        let pb = bar(fake.len() as u64, format!("SSIM {name} ↔ {real_name}"));
+                        json(&ssim::ssim_paired(real, fake, &ssim_cfg, pb).map_err(|e| {
+                            StageError::Failed(format!("SSIM of `{name}` vs `{real_name}`: {e}"))
+                        })?)?
+                    }
+                };
+                let key = match m {
+                    Metric::Swd => "swd",
+                    Metric::MsSsimPaired => "ms_ssim_paired",
+                    Metric::SsimPaired => "ssim_paired",
+                    Metric::MsSsim => "ms_ssim",
+                };
+                let e = entry(&mut sets, name);
+                e.insert(key.into(), value);
+                e.insert("real".into(), serde_json::json!(real_name));
+            }
+        }
+
+        let samples = ctx.out_dir.join("samples");
+        std::fs::create_dir_all(&samples).map_err(|e| StageError::io(&samples, e))?;
+        for (name, set) in reals.iter().chain(&fakes) {
+            crate::grid::save_grid(set, 64, &samples.join(format!("{}.png", file_safe(name))))?;
+        }
+        let doc = serde_json::json!({ "sets": sets });
+        crate::write_json(&ctx.out_dir.join(crate::METRICS_FILE), &doc)?;
+        crate::write_file(&ctx.out_dir.join("metrics.csv"), csv(&sets).as_bytes())?;
+        crate::write_file(
+            &ctx.out_dir.join(crate::REPORT_FILE),
+            report(&sets).as_bytes(),
+        )?;
+        Ok(())
+    }
+}
+
+fn entry<'a>(
+    sets: &'a mut BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    name: &str,
+) -> &'a mut serde_json::Map<String, serde_json::Value> {
+    sets.entry(name.to_string()).or_default()
+}
+
+fn json<T: Serialize>(v: &T) -> Result<serde_json::Value, StageError> {
+    serde_json::to_value(v).map_err(|e| StageError::Failed(e.to_string()))
+}
+
+fn pick_part(d: &Dataset, part: Option<&str>, stage: &str) -> Result<ImageSet, StageError> {
+    let name = match part {
+        Some(p) => p.to_string(),
+        None if d.parts.contains_key("images") => "images".into(),
+        None if d.parts.contains_key("b") => "b".into(),
+        None => d.parts.keys().next().cloned().unwrap_or_default(),
+    };
+    d.parts.get(&name).cloned().ok_or_else(|| {
+        StageError::Failed(format!(
+            "`{stage}` has no part `{name}`; parts: {}",
+            d.parts.keys().cloned().collect::<Vec<_>>().join(", ")
+        ))
+    })
+}
+
+fn truncate(mut set: ImageSet, max: Option<usize>) -> ImageSet {
+    if let Some(m) = max
+        && set.len() > m
+    {
+        set.pixels.truncate(m * set.image_len());
+    }
+    set
+}
+
+fn matching_real<'a>(
+    reals: &'a [(String, ImageSet)],
+    fake: &ImageSet,
+    name: &str,
+) -> Result<(&'a str, &'a ImageSet), StageError> {
+    reals
+        .iter()
+        .find(|(_, r)| {
+            r.width == fake.width && r.height == fake.height && r.channels == fake.channels
+        })
+        .map(|(n, r)| (n.as_str(), r))
+        .ok_or_else(|| {
+            let have: Vec<String> = reals
+                .iter()
+                .map(|(n, r)| format!("{n} ({}x{}x{})", r.width, r.height, r.channels))
+                .collect();
+            StageError::Failed(format!(
+                "no real set matches `{name}` ({}x{}x{}); real sets: {} — add a `downsample` stage to match sizes",
+                fake.width,
+                fake.height,
+                fake.channels,
+                have.join(", ")
+            ))
+        })
+}
+
+fn same_count(real: &ImageSet, fake: &ImageSet, rn: &str, fname: &str) -> Result<(), StageError> {
+    if real.len() != fake.len() {
+        return Err(StageError::Failed(format!(
+            "paired metrics need as many images in `{fname}` ({}) as in `{rn}` ({})",
+            fake.len(),
+            real.len()
+        )));
+    }
+    Ok(())
+}
+
+fn file_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn scalar(v: &serde_json::Value) -> Option<(f64, Option<f64>)> {
+    if let Some(x) = v.as_f64() {
+        return Some((x, None));
+    }
+    if let Some(avg) = v.get("average").and_then(|a| a.as_f64()) {
+        return Some((avg, None));
+    }
+    Some((
+        v.get("mean")?.as_f64()?,
+        v.get("std").and_then(|s| s.as_f64()),
+    ))
+}
+
+fn csv(sets: &BTreeMap<String, serde_json::Map<String, serde_json::Value>>) -> String {
+    let mut s = String::from("set,metric,value,std\n");
+    for (name, m) in sets {
+        for (metric, v) in m {
+            if let Some((x, sd)) = scalar(v) {
+                let _ = writeln!(
+                    s,
+                    "{name},{metric},{x},{}",
+                    sd.map(|d| d.to_string()).unwrap_or_default()
+                );
+            }
+        }
+    }
+    s
+}
+
+fn report(sets: &BTreeMap<String, serde_json::Map<String, serde_json::Value>>) -> String {
+    let mut metrics: Vec<&String> = sets.values().flat_map(|m| m.keys()).collect();
+    metrics.sort();
+    metrics.dedup();
+    metrics.retain(|m| *m != "real");
+    let mut s = String::from("| Set |");
+    for m in &metrics {
+        let _ = write!(s, " {m} |");
+    }
+    s.push_str("\n|---|");
+    for _ in &metrics {
+        s.push_str("---:|");
+    }
+    s.push('\n');
+    for (name, m) in sets {
+        let _ = write!(s, "| {name} |");
+        for metric in &metrics {
+            let cell = m
+                .get(*metric)
+                .and_then(scalar)
+                .map(|(x, sd)| match sd {
+                    Some(sd) => format!("{x:.4} ± {sd:.4}"),
+                    None => format!("{x:.4}"),
+                })
+                .unwrap_or_default();
+            let _ = write!(s, " {cell} |");
+        }
+        s.push('\n');
+    }
+    s
+}
