@@ -428,7 +428,10 @@ fn metrics(store: &Store, args: &PipelineArgs, diff: bool, json: bool) -> Result
             flatten("", b, &mut before_flat);
         }
         for (path, value) in now_flat {
-            let old = before_flat.iter().find(|(p, _)| *p == path).map(|(_, v)| *v);
+            let old = before_flat
+                .iter()
+                .find(|(p, _)| *p == path)
+                .map(|(_, v)| *v);
             rows.push(serde_json::json!({
                 "stage": inst.name,
                 "metric": path,
@@ -439,27 +442,54 @@ fn metrics(store: &Store, args: &PipelineArgs, diff: bool, json: bool) -> Result
         }
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows).context("metrics")?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&rows).context("metrics")?
+        );
         return Ok(());
     }
     if rows.is_empty() {
         println!("no metrics yet: run the pipeline first");
         return Ok(());
     }
-    let w1 = rows.iter().filter_map(|r| r["stage"].as_str()).map(str::len).max().unwrap_or(5);
-    let w2 = rows.iter().filter_map(|r| r["metric"].as_str()).map(str::len).max().unwrap_or(6);
+    let w1 = rows
+        .iter()
+        .filter_map(|r| r["stage"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(5);
+    let w2 = rows
+        .iter()
+        .filter_map(|r| r["metric"].as_str())
+        .map(str::len)
+        .max()
+        .unwrap_or(6);
     if diff {
-        println!("{:w1$}  {:w2$}  {:>14}  {:>14}  {:>14}", "stage", "metric", "value", "previous", "change");
+        println!(
+            "{:w1$}  {:w2$}  {:>14}  {:>14}  {:>14}",
+            "stage", "metric", "value", "previous", "change"
+        );
     } else {
         println!("{:w1$}  {:w2$}  {:>14}", "stage", "metric", "value");
     }
     for r in &rows {
-        let num = |v: &serde_json::Value| v.as_f64().map(|x| format!("{x:.6}")).unwrap_or_else(|| "-".into());
+        let num = |v: &serde_json::Value| {
+            v.as_f64()
+                .map(|x| format!("{x:.6}"))
+                .unwrap_or_else(|| "-".into())
+        };
         let stage = r["stage"].as_str().unwrap_or("");
         let metric = r["metric"].as_str().unwrap_or("");
         if diff {
-            let change = r["change"].as_f64().map(|x| format!("{x:+.6}")).unwrap_or_else(|| "-".into());
-            println!("{stage:w1$}  {metric:w2$}  {:>14}  {:>14}  {change:>14}", num(&r["value"]), num(&r["previous"]));
+            let change = r["change"]
+                .as_f64()
+                .map(|x| format!("{x:+.6}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{stage:w1$}  {metric:w2$}  {:>14}  {:>14}  {change:>14}",
+                num(&r["value"]),
+                num(&r["previous"])
+            );
         } else {
             println!("{stage:w1$}  {metric:w2$}  {:>14}", num(&r["value"]));
         }
@@ -477,7 +507,11 @@ fn flatten(prefix: &str, v: &serde_json::Value, out: &mut Vec<(String, f64)>) {
         }
         serde_json::Value::Object(m) => {
             for (k, child) in m {
-                let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                let p = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
                 flatten(&p, child, out);
             }
         }

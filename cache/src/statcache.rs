@@ -293,13 +293,19 @@ fn walk_dir(dir: &Path, rel: String, ancestors: &[(u64, u64)]) -> Result<Vec<See
         } else {
             format!("{rel}/{name}")
         };
-        let ft = entry.file_type().map_err(|e| CacheError::io(entry.path(), e))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| CacheError::io(entry.path(), e))?;
         let meta = if ft.is_symlink() {
             std::fs::metadata(entry.path()).map_err(|e| CacheError::io(entry.path(), e))?
         } else if ft.is_dir() {
-            entry.metadata().map_err(|e| CacheError::io(entry.path(), e))?
+            entry
+                .metadata()
+                .map_err(|e| CacheError::io(entry.path(), e))?
         } else {
-            entry.metadata().map_err(|e| CacheError::io(entry.path(), e))?
+            entry
+                .metadata()
+                .map_err(|e| CacheError::io(entry.path(), e))?
         };
         if meta.is_dir() {
             let id = (meta.dev(), meta.ino());
@@ -425,7 +431,11 @@ mod walk_tests {
         std::fs::write(tmp.path().join("elsewhere/g.txt"), "y").unwrap();
         std::os::unix::fs::symlink(tmp.path().join("elsewhere"), root.join("linked")).unwrap();
         std::os::unix::fs::symlink(&root, root.join("a/back")).unwrap();
-        let rels: Vec<String> = list_folder(&root).unwrap().into_iter().map(|s| s.rel).collect();
+        let rels: Vec<String> = list_folder(&root)
+            .unwrap()
+            .into_iter()
+            .map(|s| s.rel)
+            .collect();
         assert_eq!(rels, ["a/b/f.txt", "linked/g.txt"]);
     }
 }

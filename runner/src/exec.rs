@@ -367,8 +367,8 @@ pub fn run(
                 scope.spawn(move || {
                     let threads = (cpu.round() as usize).max(1);
                     let result = execute(
-                        store, p, inst, key, upstream, files, inputs, &gpus, threads, opts,
-                        cancel, report,
+                        store, p, inst, key, upstream, files, inputs, &gpus, threads, opts, cancel,
+                        report,
                     );
                     let _ = tx.send(Done {
                         index: i,
