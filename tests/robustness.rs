@@ -75,14 +75,14 @@ fn sigkill_at_any_moment_leaves_a_valid_cache_and_the_next_run_finishes_it() {
 fn ctrl_c_stops_cleanly_and_the_next_run_finishes() {
     let p = Project::new();
     p.write("slow.yaml", SLOW);
-    let mut child = p
+    let child = p
         .command(&["run", "slow.yaml"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(150));
-    // SAFETY: plain libc call on a child we own.
+    // SIGINT, as a terminal's Ctrl-C sends.
     let rc = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -114,10 +114,8 @@ impl Store {
         };
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            let pid = name
-                .rsplitn(3, '-')
-                .nth(1)
-                .and_then(|p| p.parse::<u32>().ok());
+            // Scratch names end in `-<pid>-<n>`.
+            let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
             if let Some(pid) = pid
                 && pid != std::process::id()
                 && !Path::new(&format!("/proc/{pid}")).exists()

@@ -1047,7 +1047,7 @@ fn parse_mem(node: &Node) -> Option<u64> {
                 None => (s, 1),
             };
             let n: f64 = num.trim().parse().ok()?;
-            (n >= 0.0).then(|| (n * mult as f64) as u64)
+            (n >= 0.0).then_some((n * mult as f64) as u64)
         }
         _ => None,
     }

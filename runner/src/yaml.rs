@@ -344,10 +344,11 @@ fn resolve_plain(s: &str) -> Value {
         _ => {}
     }
     let body = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if !body.is_empty() && body.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(i) = s.parse::<i64>() {
-            return Value::Int(i);
-        }
+    if !body.is_empty()
+        && body.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = s.parse::<i64>()
+    {
+        return Value::Int(i);
     }
     if let Some(hex) = s.strip_prefix("0x")
         && let Ok(i) = i64::from_str_radix(hex, 16)

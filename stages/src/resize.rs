@@ -881,7 +881,8 @@ mod kernels {
                 let src: Vec<u8> = (0..w * h * c).map(|i| ((i * 37) ^ (i / 7)) as u8).collect();
                 for filter in Filter::ALL.into_iter().filter(|f| f.kernel().is_some()) {
                     let plan = Plan::new(w, h, c as u8, dw, dh, filter).unwrap();
-                    let run = |f: &dyn Fn(&[u8], &mut [u8], &mut Scratch)| {
+                    type Pass<'a> = dyn Fn(&[u8], &mut [u8], &mut Scratch) + 'a;
+                    let run = |f: &Pass| {
                         let mut dst = vec![0; plan.dst_len];
                         f(&src, &mut dst, &mut Scratch::default());
                         dst

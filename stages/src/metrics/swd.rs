@@ -1303,7 +1303,8 @@ mod tests {
         let w = directions(1, 0, 0, dirs, dim);
         let packed = pack_directions(&w, dirs, dim);
         let width = dirs.div_ceil(LANES) * LANES;
-        let kernels: [(&str, fn(&[f32], usize, &[f32], &mut [f32])); 2] = [
+        type Kernel = fn(&[f32], usize, &[f32], &mut [f32]);
+        let kernels: [(&str, Kernel); 2] = [
             ("dispatched", project_rows),
             ("portable", project_rows_portable),
         ];
