@@ -11,7 +11,7 @@
 //! checked, a correct implementation fails by bad luck about once in 50 seeds (and
 //! the seed is fixed, so the test is not flaky), while a real mistake in the
 //! pyramid, the normalisation or the distance moves the values by many spreads (the
-//! spreads are 3-6% of the means; a blur pass alone moves the finest level by 20).
+//! spreads are 1.5-6% of the means; a blur pass alone moves the finest level by 20).
 
 #[path = "reference/swd/fixtures.rs"]
 mod fixtures;

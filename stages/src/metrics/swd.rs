@@ -8,16 +8,21 @@
 //! photographs, within the port's own run-to-run spread.
 //!
 //! ```no_run
-//! # use gantry_datasets::ImageSet;
+//! # use gantry_datasets::{Dataset, ImageSet};
 //! # use gantry_stages::metrics::swd::{swd, SwdConfig};
-//! # fn load(_: &str) -> ImageSet { unimplemented!() }
-//! let (real, fake) = (load("real"), load("fake"));
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let images = |path: &str| -> Result<ImageSet, Box<dyn std::error::Error>> {
+//!     let mut d = Dataset::load(path.as_ref())?;
+//!     d.parts.remove("images").ok_or_else(|| "no images".into())
+//! };
+//! let (real, fake) = (images("real.safetensors")?, images("fake.safetensors")?);
 //! let result = swd(&real, &fake, &SwdConfig::default(), &indicatif::ProgressBar::hidden())?;
 //! for (resolution, distance) in &result.levels {
 //!     println!("SWD x1e3 at {resolution}: {distance:.2}");
 //! }
 //! println!("average: {:.2}", result.average);
-//! # Ok::<(), gantry_stages::metrics::swd::SwdError>(())
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! # What is computed
