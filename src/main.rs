@@ -350,11 +350,11 @@ fn run(store: &Store, args: RunArgs, quiet: bool) -> Result<(), Failure> {
             }
             // What the stage wants a person to see, right after it ran.
             if matches!(outcome, Outcome::Executed { .. }) && !quiet {
-                let report = opts
-                    .out_dir
-                    .join(stage.replace('/', "_"))
-                    .join(gantry_stages_report_file());
-                if let Ok(text) = std::fs::read_to_string(report) {
+                let report = p
+                    .index_of(stage)
+                    .map(|i| exec::out_dir_of(&opts.out_dir, &p.instances[i]))
+                    .map(|dir| dir.join(gantry_runner::REPORT_FILE));
+                if let Some(Ok(text)) = report.map(std::fs::read_to_string) {
                     logging::bars().suspend(|| {
                         eprintln!();
                         for l in text.lines() {
@@ -402,10 +402,6 @@ fn run(store: &Store, args: RunArgs, quiet: bool) -> Result<(), Failure> {
         return Err(Failure::Stage);
     }
     Ok(())
-}
-
-fn gantry_stages_report_file() -> &'static str {
-    gantry_runner::REPORT_FILE
 }
 
 fn metrics(store: &Store, args: &PipelineArgs, diff: bool, json: bool) -> Result<(), Failure> {

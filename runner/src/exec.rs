@@ -442,8 +442,7 @@ fn upstream_refs(
 }
 
 /// The folder where an instance's outputs are materialised.
-pub fn out_dir_of(opts_out: &Path, p: &Pipeline, inst: &Instance) -> PathBuf {
-    let _ = p;
+pub fn out_dir_of(opts_out: &Path, inst: &Instance) -> PathBuf {
     opts_out.join(inst.name.replace('/', "_"))
 }
 
@@ -462,7 +461,7 @@ fn input_artifacts(
                     Artifact {
                         stage: up.name.clone(),
                         ty: up.kind.output(),
-                        dir: out_dir_of(&opts.out_dir, p, up),
+                        dir: out_dir_of(&opts.out_dir, up),
                     }
                 })
                 .collect();
@@ -478,7 +477,7 @@ fn restore(
     rec: &RunRecord,
     opts: &RunOptions,
 ) -> Result<(), String> {
-    let dest = out_dir_of(&opts.out_dir, p, inst);
+    let dest = out_dir_of(&opts.out_dir, inst);
     store
         .materialize(&rec.outputs, &dest)
         .map_err(|e| format!("cannot restore outputs: {e}"))?;

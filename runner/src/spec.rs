@@ -810,8 +810,6 @@ fn resolve(
             let msg = match &pe {
                 gantry_stages::ParamsError::UnknownKey { .. } => {
                     let last = path.last().cloned().unwrap_or_default();
-                    let parent = r.node.at_path(&path[..path.len().saturating_sub(1)]);
-                    let _ = parent;
                     let known = known_keys(&r.kind, &path[..path.len().saturating_sub(1)]);
                     let mut all_known: Vec<&str> = known.iter().map(String::as_str).collect();
                     if path.len() == 1 {
