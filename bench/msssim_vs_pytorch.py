@@ -47,8 +47,9 @@ import platform
 import subprocess
 import sys
 import time
-import venv
 from pathlib import Path
+
+from _venv import reexec_in_venv
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -63,18 +64,7 @@ REQUIREMENTS = ["numpy", "scikit-image", "pillow", "torch", "pytorch-msssim"]
 
 def ensure_venv():
     """Rerun this script inside a venv that has the requirements."""
-    venv_dir = Path(os.environ.get("GANTRY_BENCH_VENV", BENCH / ".venv-ssim")).resolve()
-    python = venv_dir / "bin" / "python"
-    if Path(sys.prefix).resolve() == venv_dir:
-        return
-    if not python.exists():
-        print(f"creating {venv_dir}", file=sys.stderr)
-        venv.create(venv_dir, with_pip=True)
-    probe = [str(python), "-c", "import numpy, skimage, PIL, torch, pytorch_msssim"]
-    if subprocess.run(probe, capture_output=True).returncode != 0:
-        pip = [str(python), "-m", "pip", "install", "--quiet", *REQUIREMENTS]
-        subprocess.run(pip, check=True)
-    os.execv(str(python), [str(python), str(Path(__file__).resolve()), *sys.argv[1:]])
+    reexec_in_venv(BENCH / ".venv-ssim", ['numpy', 'skimage', 'PIL', 'torch', 'pytorch_msssim'], REQUIREMENTS, __file__)
 
 
 def make_pairs(count):
