@@ -14,7 +14,7 @@ use gantry_stages::{Artifact, StageContext, StageError};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::logging::{StageLogGuard, bars};
-use crate::plan::{FileHashes, file_inputs, stage_key};
+use crate::plan::{FileHashes, file_inputs, stage_key, upstream_refs};
 use crate::spec::{Instance, Pipeline};
 
 pub struct RunOptions {
@@ -248,6 +248,11 @@ pub fn run(
 
     let mut state = vec![State::Waiting; n];
     let mut outcomes: Vec<Option<Outcome>> = vec![None; n];
+    // Key and inputs of a ready stage that was not in the cache but had to wait for the
+    // budget: its upstream outputs cannot change any more, so neither the key nor the
+    // cache miss is worth recomputing on every pass (the executing thread re-checks the
+    // cache under the key's lock anyway).
+    let mut waiting_miss: Vec<Option<Prepared>> = vec![None; n];
     for i in 0..n {
         if !selected[i] {
             state[i] = State::Stopped;
@@ -306,53 +311,59 @@ pub fn run(
                 if cancelled {
                     continue;
                 }
-                let Some(upstream) = upstream_refs(p, inst, &state) else {
-                    continue;
-                };
-                let files = match file_inputs(p, inst, &hashes) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        state[i] = State::Stopped;
-                        let o = Outcome::Failed {
-                            error: format!("cannot read its input: {e}"),
-                            log: None,
+                let prepared = match waiting_miss[i].take() {
+                    Some(prepared) => prepared,
+                    None => {
+                        let done = |u: usize| match state[u] {
+                            State::Done(h) => Some(h),
+                            _ => None,
                         };
-                        report(Event::Finished {
-                            stage: &inst.name,
-                            outcome: &o,
-                        });
-                        outcomes[i] = Some(o);
-                        progressed = true;
-                        continue;
+                        let Ok(upstream) = upstream_refs(p, inst, done) else {
+                            continue;
+                        };
+                        let files = match file_inputs(p, inst, &hashes) {
+                            Ok(f) => f,
+                            Err(e) => {
+                                state[i] = State::Stopped;
+                                let o = Outcome::Failed {
+                                    error: format!("cannot read its input: {e}"),
+                                    log: None,
+                                };
+                                report(Event::Finished {
+                                    stage: &inst.name,
+                                    outcome: &o,
+                                });
+                                outcomes[i] = Some(o);
+                                progressed = true;
+                                continue;
+                            }
+                        };
+                        let key = stage_key(p, inst, &upstream, &files);
+                        // A hit needs no thread and no budget.
+                        if let Ok(Some(rec)) = store.usable_record(&key) {
+                            hit(
+                                store,
+                                p,
+                                inst,
+                                &rec,
+                                opts,
+                                &mut state[i],
+                                &mut outcomes[i],
+                                report,
+                            );
+                            progressed = true;
+                            continue;
+                        }
+                        Prepared {
+                            key,
+                            upstream,
+                            files,
+                        }
                     }
                 };
-                let key = stage_key(p, inst, &upstream, &files);
-                // A hit needs no thread and no budget.
-                if let Ok(Some(rec)) = store.usable_record(&key) {
-                    let latest = store.ref_history(&p.name, &inst.name);
-                    let o = match restore(store, p, inst, &rec, opts) {
-                        Ok(()) => Outcome::Cached {
-                            restored: latest.first() != Some(&key),
-                        },
-                        Err(e) => Outcome::Failed {
-                            error: e,
-                            log: None,
-                        },
-                    };
-                    state[i] = match o {
-                        Outcome::Cached { .. } => State::Done(rec.output_hash),
-                        _ => State::Stopped,
-                    };
-                    report(Event::Finished {
-                        stage: &inst.name,
-                        outcome: &o,
-                    });
-                    outcomes[i] = Some(o);
-                    progressed = true;
-                    continue;
-                }
                 let cpu = budget.cpu_for(inst, ready_auto);
                 let Some(gpus) = budget.fits(inst, cpu) else {
+                    waiting_miss[i] = Some(prepared);
                     continue;
                 };
                 if inst.resources.cpu_auto {
@@ -364,6 +375,11 @@ pub fn run(
                 let tx = tx.clone();
                 let cancel = cancel.clone();
                 let inputs = input_artifacts(p, inst, opts);
+                let Prepared {
+                    key,
+                    upstream,
+                    files,
+                } = prepared;
                 scope.spawn(move || {
                     let threads = (cpu.round() as usize).max(1);
                     let result = execute(
@@ -419,26 +435,45 @@ pub fn run(
     Ok(RunSummary { stages, cancelled })
 }
 
-fn upstream_refs(
+/// What a stage's execution needs once its upstream stages are done.
+#[derive(Clone)]
+struct Prepared {
+    key: Hash,
+    upstream: BTreeMap<String, Vec<StageRef>>,
+    files: BTreeMap<String, Hash>,
+}
+
+/// Restore a cache hit's outputs and record the outcome.
+#[allow(clippy::too_many_arguments)]
+fn hit(
+    store: &Store,
     p: &Pipeline,
     inst: &Instance,
-    state: &[State],
-) -> Option<BTreeMap<String, Vec<StageRef>>> {
-    let mut out = BTreeMap::new();
-    for (slot, ups) in &inst.inputs {
-        let mut refs = Vec::new();
-        for &u in ups {
-            match state[u] {
-                State::Done(h) => refs.push(StageRef {
-                    stage: p.instances[u].name.clone(),
-                    output_hash: h,
-                }),
-                _ => return None,
-            }
-        }
-        out.insert(slot.clone(), refs);
-    }
-    Some(out)
+    rec: &RunRecord,
+    opts: &RunOptions,
+    state: &mut State,
+    outcome: &mut Option<Outcome>,
+    report: Reporter<'_>,
+) {
+    let latest = store.ref_history(&p.name, &inst.name);
+    let o = match restore(store, p, inst, rec, opts) {
+        Ok(()) => Outcome::Cached {
+            restored: latest.first() != Some(&rec.key),
+        },
+        Err(e) => Outcome::Failed {
+            error: e,
+            log: None,
+        },
+    };
+    *state = match o {
+        Outcome::Cached { .. } => State::Done(rec.output_hash),
+        _ => State::Stopped,
+    };
+    report(Event::Finished {
+        stage: &inst.name,
+        outcome: &o,
+    });
+    *outcome = Some(o);
 }
 
 /// The folder where an instance's outputs are materialised.

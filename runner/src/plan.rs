@@ -41,6 +41,35 @@ impl FileHashes {
     }
 }
 
+/// The outputs `inst` reads, by slot, given the output hash of each upstream instance
+/// where it is known; otherwise the names of the upstream instances without one.
+pub fn upstream_refs(
+    pipeline: &Pipeline,
+    inst: &Instance,
+    output_of: impl Fn(usize) -> Option<Hash>,
+) -> Result<BTreeMap<String, Vec<StageRef>>, Vec<String>> {
+    let mut upstream = BTreeMap::new();
+    let mut unknown = Vec::new();
+    for (slot, ups) in &inst.inputs {
+        let mut refs = Vec::new();
+        for &u in ups {
+            match output_of(u) {
+                Some(h) => refs.push(StageRef {
+                    stage: pipeline.instances[u].name.clone(),
+                    output_hash: h,
+                }),
+                None => unknown.push(pipeline.instances[u].name.clone()),
+            }
+        }
+        upstream.insert(slot.clone(), refs);
+    }
+    if unknown.is_empty() {
+        Ok(upstream)
+    } else {
+        Err(unknown)
+    }
+}
+
 /// The key of `inst`, given the output hashes of its upstream instances.
 pub fn stage_key(
     pipeline: &Pipeline,
@@ -136,21 +165,10 @@ pub fn status(store: &Store, pipeline: &Pipeline, hashes: &FileHashes) -> Vec<St
                 continue;
             }
         };
-        let mut upstream = BTreeMap::new();
-        let mut unknown = Vec::new();
-        for (slot, ups) in &inst.inputs {
-            let mut refs = Vec::new();
-            for &u in ups {
-                match outputs[u] {
-                    Some(h) => refs.push(StageRef {
-                        stage: pipeline.instances[u].name.clone(),
-                        output_hash: h,
-                    }),
-                    None => unknown.push(pipeline.instances[u].name.clone()),
-                }
-            }
-            upstream.insert(slot.clone(), refs);
-        }
+        let (upstream, unknown) = match upstream_refs(pipeline, inst, |u| outputs[u]) {
+            Ok(refs) => (refs, Vec::new()),
+            Err(unknown) => (BTreeMap::new(), unknown),
+        };
         let freshness = if !unknown.is_empty() {
             Freshness::Stale {
                 key: None,
