@@ -212,7 +212,11 @@ impl StageKind for EvaluateKind {
         let samples = ctx.out_dir.join("samples");
         std::fs::create_dir_all(&samples).map_err(|e| StageError::io(&samples, e))?;
         for (name, set) in reals.iter().chain(&fakes) {
-            crate::grid::save_grid(set, 64, &samples.join(format!("{}.png", file_safe(name))))?;
+            crate::grid::save_grid(
+                set,
+                64,
+                &samples.join(format!("{}.png", crate::file_name_safe(name))),
+            )?;
         }
         let doc = serde_json::json!({ "sets": sets });
         crate::write_json(&ctx.out_dir.join(crate::METRICS_FILE), &doc)?;
@@ -295,18 +299,6 @@ fn same_count(real: &ImageSet, fake: &ImageSet, rn: &str, fname: &str) -> Result
         )));
     }
     Ok(())
-}
-
-fn file_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 fn scalar(v: &serde_json::Value) -> Option<(f64, Option<f64>)> {

@@ -101,6 +101,20 @@ pub fn find_kind(name: &str) -> Option<Arc<dyn StageKind>> {
     registry().into_iter().find(|k| k.name() == name)
 }
 
+/// A stage or set name as a file name: letters, digits, `-` and `_` kept, anything
+/// else (brackets, `=`, `/`, `.`) replaced by `_`.
+pub fn file_name_safe(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// Write a file of a stage's outputs.
 pub fn write_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), StageError> {
     std::fs::write(path, bytes).map_err(|e| StageError::io(path, e))

@@ -155,11 +155,19 @@ impl StageKind for TableKind {
                     sets.insert(name.clone(), m.clone());
                 }
             }
-            for e in walk_pngs(&art.dir) {
+            let mut pngs: Vec<std::path::PathBuf> = walkdir::WalkDir::new(&art.dir)
+                .into_iter()
+                .flatten()
+                .filter(|e| e.file_type().is_file())
+                .map(walkdir::DirEntry::into_path)
+                .filter(|p| p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")))
+                .collect();
+            pngs.sort();
+            for e in pngs {
                 let rel = e.strip_prefix(&art.dir).unwrap_or(&e);
                 let name = format!(
                     "{}/{}",
-                    safe(&art.stage),
+                    crate::file_name_safe(&art.stage),
                     rel.to_string_lossy().replace('/', "_")
                 );
                 let dest = images_dir.join(&name);
@@ -431,38 +439,6 @@ fn html(p: &TableParams, cells: &[Vec<Cell>], images: &[String]) -> String {
     }
     s.push_str("</body></html>\n");
     s
-}
-
-fn walk_pngs(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png")) {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
