@@ -88,6 +88,12 @@ impl Store {
         self.root.join("work").join(key.to_hex())
     }
 
+    /// Training checkpoints of one checkpoint key; kept after the stage finishes so that
+    /// a longer run can continue from it (`cache gc` removes unreferenced ones).
+    pub fn checkpoint_dir(&self, key: &Hash) -> PathBuf {
+        self.root.join("checkpoints").join(key.to_hex())
+    }
+
     pub fn log_path(&self, key: &Hash) -> PathBuf {
         self.root.join("logs").join(format!("{}.log", key.to_hex()))
     }

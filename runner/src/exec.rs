@@ -582,6 +582,11 @@ fn execute(
         inputs,
         out_dir: out.clone(),
         work_dir: store.work_dir(&key),
+        checkpoint_dir: store
+            .checkpoint_dir(&crate::plan::checkpoint_key(p, inst, &upstream, &files)),
+        backend: opts.backend.clone(),
+        gpus: gpus.to_vec(),
+        backend_used: Mutex::new(None),
         base_dir: p.base_dir.clone(),
         seed: stage_seed(p.seed, inst.kind.name()),
         threads,
@@ -653,7 +658,7 @@ fn execute(
             duration_s: t0.elapsed().as_secs_f64(),
             gantry_version: env!("CARGO_PKG_VERSION").into(),
             host: hostname(),
-            backend: Some(opts.backend.clone()),
+            backend: ctx.backend_used.lock().ok().and_then(|b| b.clone()),
         };
         // The record goes last: until it exists the key is simply not computed yet.
         store.write_record(&rec).map_err(|e| e.to_string())?;

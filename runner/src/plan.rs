@@ -94,6 +94,39 @@ pub fn stage_key(
     k.finish()
 }
 
+/// The key of a stage's checkpoint folder: its stage key without the params the kind
+/// calls extendable (`epochs`), so that a run asked for more epochs, or rerun after a
+/// crash, finds the state to go on from. Everything that changes what training computes
+/// (other params, seed, inputs, kind version) still separates checkpoints.
+pub fn checkpoint_key(
+    pipeline: &Pipeline,
+    inst: &Instance,
+    upstream: &BTreeMap<String, Vec<StageRef>>,
+    files: &BTreeMap<String, Hash>,
+) -> Hash {
+    let mut params = inst.params.clone();
+    if let Some(map) = params.as_object_mut() {
+        for k in inst.kind.extendable() {
+            map.remove(*k);
+        }
+    }
+    let mut k = KeyBuilder::new("gantry-checkpoint-v1");
+    k.str("kind", inst.kind.name())
+        .str("version", &inst.kind.version().to_string())
+        .json("params", &params)
+        .str("seed", &pipeline.seed.to_string());
+    for (slot, refs) in upstream {
+        k.str("slot", slot);
+        for r in refs {
+            k.hash("input", &r.output_hash);
+        }
+    }
+    for (path, h) in files {
+        k.str("file", path).hash("content", h);
+    }
+    k.finish()
+}
+
 /// Paths as the key and messages show them: relative to the pipeline folder.
 pub fn file_label(pipeline: &Pipeline, p: &Path) -> String {
     p.strip_prefix(&pipeline.base_dir)

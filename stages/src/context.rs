@@ -35,8 +35,18 @@ pub struct StageContext {
     pub inputs: BTreeMap<String, Vec<Artifact>>,
     /// Where the stage writes its outputs; moved into the cache only on success.
     pub out_dir: PathBuf,
-    /// A directory tied to the stage key that survives interruption (checkpoints).
+    /// A directory tied to the stage key that survives interruption.
     pub work_dir: PathBuf,
+    /// Training checkpoints: tied to the stage key without the kind's
+    /// [`crate::StageKind::extendable`] params, so that a killed run and a run asked for
+    /// more epochs both find the state to continue from.
+    pub checkpoint_dir: PathBuf,
+    /// The pipeline's (or `--backend`'s) backend: `cpu`, `cuda`, `wgpu` or `auto`.
+    pub backend: String,
+    /// GPU devices given to this stage by the executor.
+    pub gpus: Vec<usize>,
+    /// The backend and device a training stage actually ran on, for its provenance.
+    pub backend_used: std::sync::Mutex<Option<String>>,
     /// The folder of the pipeline file: relative paths in params are relative to it.
     pub base_dir: PathBuf,
     /// The pipeline seed mixed with the stage name: stable across runs.
@@ -66,6 +76,13 @@ impl StageContext {
             Err(StageError::Cancelled)
         } else {
             Ok(())
+        }
+    }
+
+    /// Record the backend and device the stage runs on (for `gantry show`).
+    pub fn set_backend_used(&self, label: &str) {
+        if let Ok(mut b) = self.backend_used.lock() {
+            *b = Some(label.to_string());
         }
     }
 

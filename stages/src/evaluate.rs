@@ -10,7 +10,8 @@
 //!
 //! Metrics:
 //! - `swd`: sliced Wasserstein distance ×1e3 per pyramid level and averaged (Karras et
-//!   al. 2018), real vs generated.
+//!   al. 2018), real vs generated; when the counts differ, the first n images of the
+//!   larger set are used (n = the smaller count).
 //! - `ms_ssim`: the ProGAN diversity score: mean MS-SSIM over random pairs *within* each
 //!   set (real sets too, as the baseline). Lower means more diverse.
 //! - `ms_ssim_paired`, `ssim_paired`: generated[i] against real[i] (reconstruction
@@ -174,7 +175,13 @@ impl StageKind for EvaluateKind {
                     Metric::MsSsim => continue,
                     Metric::Swd => {
                         let pb: &ProgressBar = bar(0, format!("SWD {name} vs {real_name}"));
-                        json(&swd::swd(real, fake, &p.swd, pb).map_err(|e| {
+                        // SWD compares equal counts: the first n of the larger set.
+                        let n = real.len().min(fake.len());
+                        let (real, fake) = (
+                            truncate(real.clone(), Some(n)),
+                            truncate(fake.clone(), Some(n)),
+                        );
+                        json(&swd::swd(&real, &fake, &p.swd, pb).map_err(|e| {
                             StageError::Failed(format!("SWD of `{name}` vs `{real_name}`: {e}"))
                         })?)?
                     }

@@ -9,6 +9,7 @@
 
 pub mod context;
 pub mod dataset;
+pub mod dcgan;
 pub mod downsample;
 pub mod evaluate;
 pub mod grid;
@@ -16,6 +17,8 @@ pub mod metrics;
 pub mod params;
 pub mod resize;
 pub mod table;
+pub mod train;
+pub mod wgan;
 
 /// The file a stage writes for people to read first; the CLI prints it after the stage
 /// runs, and the `table` stage links it.
@@ -73,6 +76,12 @@ pub trait StageKind: Send + Sync + 'static {
     fn summary(&self) -> &'static str;
     fn inputs(&self) -> &'static [InputSlot];
     fn output(&self) -> ArtifactType;
+    /// Params that may change without throwing away training state: a run with a larger
+    /// `epochs` continues from the finished shorter run's final checkpoint. The runner keys
+    /// [`StageContext::checkpoint_dir`] on the params without these.
+    fn extendable(&self) -> &'static [&'static str] {
+        &[]
+    }
     /// JSON Schema of the params (without the keys the runner owns).
     fn params_schema(&self) -> schemars::Schema;
     /// Deserialize and check params (input slot keys already removed by the runner).
@@ -90,9 +99,11 @@ pub trait StageKind: Send + Sync + 'static {
 pub fn registry() -> Vec<Arc<dyn StageKind>> {
     vec![
         Arc::new(dataset::DatasetKind),
+        Arc::new(dcgan::DcganKind),
         Arc::new(downsample::DownsampleKind),
         Arc::new(evaluate::EvaluateKind),
         Arc::new(table::TableKind),
+        Arc::new(wgan::WganKind),
     ]
 }
 

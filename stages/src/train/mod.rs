@@ -1,0 +1,15 @@
+//! Training machinery shared by every GAN stage: backends, seeded batches and latents,
+//! optimizers, weight initialisation, checkpoints that resume and extend, the loss log,
+//! plots, and the loop that ties them together.
+
+pub mod backend;
+pub mod checkpoint;
+pub mod data;
+pub mod driver;
+pub mod init;
+pub mod log;
+pub mod nets;
+pub mod optim;
+pub mod plot;
+
+pub use driver::{Gan, Outcome, Schedule};

@@ -1,0 +1,186 @@
+//! Adam and RMSprop with per-network settings, as params and as burn optimizers whose
+//! state goes into checkpoints.
+
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, RmsProp, RmsPropConfig};
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::AutodiffBackend;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::StageError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerKind {
+    Adam,
+    Rmsprop,
+}
+
+/// One network's optimizer. Keys left out take the stage's defaults (the paper's).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct OptimizerParams {
+    /// `adam` or `rmsprop`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<OptimizerKind>,
+    /// Learning rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr: Option<f64>,
+    /// Adam's beta1 (DCGAN: 0.5; WGAN-GP: 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta1: Option<f64>,
+    /// Adam's beta2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub beta2: Option<f64>,
+    /// RMSprop's smoothing constant (PyTorch's `alpha`, Keras' `rho`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Added to the denominator; PyTorch's default 1e-8 unless the stage says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eps: Option<f64>,
+}
+
+/// Fully resolved optimizer settings (what goes into the stage key).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OptimizerSpec {
+    pub kind: OptimizerKind,
+    pub lr: f64,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub alpha: f64,
+    pub eps: f64,
+}
+
+impl OptimizerSpec {
+    pub fn adam(lr: f64, beta1: f64, beta2: f64) -> Self {
+        OptimizerSpec {
+            kind: OptimizerKind::Adam,
+            lr,
+            beta1,
+            beta2,
+            alpha: 0.99,
+            eps: 1e-8,
+        }
+    }
+
+    pub fn rmsprop(lr: f64, alpha: f64) -> Self {
+        OptimizerSpec {
+            kind: OptimizerKind::Rmsprop,
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            alpha,
+            eps: 1e-8,
+        }
+    }
+
+    /// `p` over these defaults. Switching `kind` keeps the other defaults.
+    pub fn with(&self, p: &OptimizerParams) -> OptimizerSpec {
+        OptimizerSpec {
+            kind: p.kind.unwrap_or(self.kind),
+            lr: p.lr.unwrap_or(self.lr),
+            beta1: p.beta1.unwrap_or(self.beta1),
+            beta2: p.beta2.unwrap_or(self.beta2),
+            alpha: p.alpha.unwrap_or(self.alpha),
+            eps: p.eps.unwrap_or(self.eps),
+        }
+    }
+
+    /// Range checks, with the key that is wrong.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(("lr", format!("must be a positive number, not {}", self.lr)));
+        }
+        for (key, v) in [
+            ("beta1", self.beta1),
+            ("beta2", self.beta2),
+            ("alpha", self.alpha),
+        ] {
+            if !(0.0..1.0).contains(&v) {
+                return Err((key, format!("must be in [0, 1), not {v}")));
+            }
+        }
+        if self.eps.is_nan() || self.eps <= 0.0 {
+            return Err(("eps", format!("must be positive, not {}", self.eps)));
+        }
+        Ok(())
+    }
+
+    pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> Optim<M, B> {
+        match self.kind {
+            OptimizerKind::Adam => Optim::Adam(
+                AdamConfig::new()
+                    .with_beta_1(self.beta1 as f32)
+                    .with_beta_2(self.beta2 as f32)
+                    .with_epsilon(self.eps as f32)
+                    .init(),
+            ),
+            // burn's RMSprop defaults to momentum 0.9; PyTorch and Keras use none.
+            OptimizerKind::Rmsprop => Optim::RmsProp(
+                RmsPropConfig::new()
+                    .with_alpha(self.alpha as f32)
+                    .with_momentum(0.0)
+                    .with_epsilon(self.eps as f32)
+                    .init(),
+            ),
+        }
+    }
+}
+
+/// Either optimizer behind one type, so that a stage's networks can use either.
+#[derive(Clone)]
+pub enum Optim<M: AutodiffModule<B>, B: AutodiffBackend> {
+    Adam(OptimizerAdaptor<Adam, M, B>),
+    RmsProp(OptimizerAdaptor<RmsProp, M, B>),
+}
+
+type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
+
+impl<M: AutodiffModule<B>, B: AutodiffBackend> Optim<M, B> {
+    pub fn step(&mut self, lr: f64, module: M, grads: GradientsParams) -> M {
+        match self {
+            Optim::Adam(o) => o.step(lr, module, grads),
+            Optim::RmsProp(o) => o.step(lr, module, grads),
+        }
+    }
+
+    /// The optimizer state (moments, step counts) as bytes for a checkpoint.
+    pub fn save(&self) -> Result<Vec<u8>, StageError> {
+        let r = match self {
+            Optim::Adam(o) => Rec::default().record(o.to_record(), ()),
+            Optim::RmsProp(o) => Rec::default().record(o.to_record(), ()),
+        };
+        r.map_err(|e| StageError::Failed(format!("saving optimizer state: {e}")))
+    }
+
+    pub fn load(self, bytes: Vec<u8>, device: &B::Device) -> Result<Self, StageError> {
+        let err = |e| StageError::Failed(format!("loading optimizer state: {e}"));
+        Ok(match self {
+            Optim::Adam(o) => Optim::Adam(
+                o.load_record(Recorder::<B>::load(&Rec::default(), bytes, device).map_err(err)?),
+            ),
+            Optim::RmsProp(o) => Optim::RmsProp(
+                o.load_record(Recorder::<B>::load(&Rec::default(), bytes, device).map_err(err)?),
+            ),
+        })
+    }
+}
+
+/// A module's weights as bytes for a checkpoint.
+pub fn save_module<B: AutodiffBackend, M: AutodiffModule<B>>(m: &M) -> Result<Vec<u8>, StageError> {
+    Rec::default()
+        .record(m.clone().into_record(), ())
+        .map_err(|e| StageError::Failed(format!("saving weights: {e}")))
+}
+
+pub fn load_module<B: AutodiffBackend, M: AutodiffModule<B>>(
+    m: M,
+    bytes: Vec<u8>,
+    device: &B::Device,
+) -> Result<M, StageError> {
+    let rec = Recorder::<B>::load(&Rec::default(), bytes, device)
+        .map_err(|e| StageError::Failed(format!("loading weights: {e}")))?;
+    Ok(m.load_record(rec))
+}
