@@ -208,6 +208,16 @@ struct Done {
     result: Result<(Outcome, Hash), (Outcome, Option<Hash>)>,
 }
 
+/// A backend the build lacks, or a GPU that is not there, is bad input: said once, before
+/// anything runs, rather than as a failure of every training stage.
+fn check_backend(p: &Pipeline, opts: &RunOptions) -> Result<(), String> {
+    if p.instances.iter().any(|i| i.kind.uses_backend()) {
+        gantry_stages::train::backend::choose(&opts.backend)
+            .map_err(|e| format!("{}: {e}", p.file))?;
+    }
+    Ok(())
+}
+
 /// Run the pipeline.
 pub fn run(
     store: &Store,
@@ -217,6 +227,7 @@ pub fn run(
     report: Reporter<'_>,
 ) -> Result<RunSummary, String> {
     check_resources(p, opts)?;
+    check_backend(p, opts)?;
     let n = p.instances.len();
     let selected: Vec<bool> = if opts.only.is_empty() {
         vec![true; n]

@@ -212,6 +212,9 @@ impl StageKind for DcganKind {
     fn output(&self) -> ArtifactType {
         ArtifactType::Dataset
     }
+    fn uses_backend(&self) -> bool {
+        true
+    }
     fn extendable(&self) -> &'static [&'static str] {
         &[
             "epochs",
@@ -456,15 +459,38 @@ impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
     }
 }
 
-/// A module's weights as safetensors, named by their paths in the module (`convs.0.weight`).
+/// A module's weights as safetensors, named by their paths in the module
+/// (`convs.0.weight`), written in a deterministic order so that equal weights give equal
+/// files (burn-store's own writer orders its metadata by hash).
 pub(crate) fn export_module<B: burn::tensor::backend::Backend, M: Module<B>>(
     m: &M,
     path: &std::path::Path,
 ) -> Result<(), StageError> {
-    use burn_store::{ModuleSnapshot, SafetensorsStore};
-    let mut store = SafetensorsStore::from_file(path);
-    m.save_into(&mut store)
-        .map_err(|e| StageError::Failed(format!("writing {}: {e}", path.display())))
+    use burn_store::ModuleSnapshot;
+    let fail = |e: String| StageError::Failed(format!("writing {}: {e}", path.display()));
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for snap in m.collect(None, None, true) {
+        let data = snap.to_data().map_err(|e| fail(format!("{e:?}")))?;
+        let shape = data.shape.to_vec();
+        let values: Vec<f32> = data
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| fail(format!("{e:?}")))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((snap.full_path(), shape, bytes));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| fail(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let meta = std::collections::HashMap::from([("producer".to_string(), "gantry".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))?;
+    write_file(path, &bytes)
 }
 
 /// Seed 003's Figure 1: log of the generator:discriminator loss ratio per epoch.

@@ -82,6 +82,10 @@ pub trait StageKind: Send + Sync + 'static {
     fn extendable(&self) -> &'static [&'static str] {
         &[]
     }
+    /// Whether the stage runs on a burn backend (and so needs the pipeline's `backend`).
+    fn uses_backend(&self) -> bool {
+        false
+    }
     /// JSON Schema of the params (without the keys the runner owns).
     fn params_schema(&self) -> schemars::Schema;
     /// Deserialize and check params (input slot keys already removed by the runner).

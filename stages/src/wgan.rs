@@ -30,7 +30,7 @@
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
 use gantry_datasets::Dataset;
 use rand::Rng;
 use schemars::JsonSchema;
@@ -90,8 +90,12 @@ pub struct WganParams {
     /// Critic optimizer (default by variant).
     #[serde(default)]
     pub d_optimizer: OptimizerParams,
-    #[serde(default = "default_init_std")]
-    pub init_std: f64,
+    /// Standard deviation of an N(0, σ) weight initialisation; `null` (the default for
+    /// `gp`) uses PyTorch's default initialisation, as the WGAN-GP code did. With
+    /// N(0, 0.02) a critic starts with ‖∇ₓD‖ ≈ 0.01 and the penalty dominates the first
+    /// hundreds of steps.
+    #[serde(default)]
+    pub init_std: Option<f64>,
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: usize,
     #[serde(default = "default_sample_every")]
@@ -131,9 +135,6 @@ fn default_latent() -> usize {
 fn default_features() -> usize {
     64
 }
-fn default_init_std() -> f64 {
-    0.02
-}
 fn default_checkpoint_every() -> usize {
     500
 }
@@ -161,7 +162,7 @@ pub struct WganConfig {
     pub features: usize,
     pub g_optimizer: OptimizerSpec,
     pub d_optimizer: OptimizerSpec,
-    pub init_std: f64,
+    pub init_std: Option<f64>,
     pub checkpoint_every: usize,
     pub sample_every: usize,
     pub sample_steps: Vec<usize>,
@@ -206,6 +207,9 @@ impl StageKind for WganKind {
     }
     fn output(&self) -> ArtifactType {
         ArtifactType::Dataset
+    }
+    fn uses_backend(&self) -> bool {
+        true
     }
     fn extendable(&self) -> &'static [&'static str] {
         &[
@@ -258,7 +262,11 @@ impl StageKind for WganKind {
             features: p.features,
             g_optimizer: resolve_optimizer("g_optimizer", &p.g_optimizer, &defaults)?,
             d_optimizer: resolve_optimizer("d_optimizer", &p.d_optimizer, &defaults)?,
-            init_std: p.init_std,
+            init_std: match (p.init_std, p.variant) {
+                (Some(s), _) => Some(s),
+                (None, Variant::Clip) => Some(0.02),
+                (None, Variant::Gp) => None,
+            },
             checkpoint_every: p.checkpoint_every,
             sample_every: p.sample_every,
             sample_steps: p.sample_steps,
@@ -337,7 +345,10 @@ impl<B: AutodiffBackend> Wgan<B> {
         seed: u64,
         device: &B::Device,
     ) -> Result<Self, StageError> {
-        let how = Init::Normal { std: cfg.init_std };
+        let how = match cfg.init_std {
+            Some(std) => Init::Normal { std },
+            None => Init::Uniform,
+        };
         let norm = cfg.variant == Variant::Clip;
         Ok(Wgan {
             g: init(
@@ -397,27 +408,48 @@ pub fn input_gradient<B: AutodiffBackend>(
 }
 
 /// The gradient penalty λ·E[(‖∇ₓD(x̂)‖ − 1)²] in the first-order form described in the
-/// module documentation; differentiable with respect to the critic's parameters. Also
-/// returns the mean slope s (≈ ‖∇ₓD‖) for the log.
+/// module documentation; differentiable with respect to the critic's parameters.
+///
+/// Images whose x̂ ± εu lie on different sides of a LeakyReLU kink are left out of the
+/// mean: there the central difference is not the gradient norm, and its parameter
+/// gradient carries a jump of order 1/ε that would swamp the others. Returns the penalty,
+/// the per-image slopes s (≈ ‖∇ₓD‖) and the fraction of images left out.
 pub fn gradient_penalty<B: AutodiffBackend>(
     d: &Discriminator<B>,
     x_hat: Tensor<B, 4>,
     lambda: f64,
     eps: f64,
-) -> (Tensor<B, 1>, Tensor<B, 1>) {
+) -> (Tensor<B, 1>, Tensor<B, 1>, f64) {
     let x_hat = x_hat.detach();
+    let n = x_hat.dims()[0];
     let (_, u) = input_gradient(d, x_hat.clone());
     let step = u * eps;
-    let plus = d.forward(x_hat.clone() + step.clone());
-    let minus = d.forward(x_hat - step);
+    let (plus, pre_plus) = d.forward_traced(x_hat.clone() + step.clone(), true);
+    let (minus, pre_minus) = d.forward_traced(x_hat - step, true);
+    // 1 for images whose activation pattern is the same at both ends, else 0.
+    let mut flips = Tensor::<B::InnerBackend, 1>::zeros([n], &plus.device());
+    for (p, m) in pre_plus.into_iter().zip(pre_minus) {
+        let changed = (p.inner().sign() - m.inner().sign()).abs();
+        flips = flips + changed.reshape([n as i32, -1]).sum_dim(1).reshape([n]);
+    }
+    let keep = flips.equal_elem(0.0).float();
+    let kept = keep.clone().sum().into_scalar().elem::<f64>();
+    let keep = Tensor::<B, 1>::from_inner(keep);
     let slope = (plus - minus) / (2.0 * eps);
-    let penalty = (slope.clone() - 1.0).powi_scalar(2).mean() * lambda;
-    (penalty, slope)
+    let penalty = ((slope.clone() - 1.0).powi_scalar(2) * keep).sum() * (lambda / kept.max(1.0));
+    (penalty, slope, 1.0 - kept / n as f64)
 }
 
 impl<B: AutodiffBackend> Gan<B> for Wgan<B> {
     fn columns(&self) -> Vec<&'static str> {
-        vec!["critic_loss", "g_loss", "wasserstein", "gp", "grad_norm"]
+        vec![
+            "critic_loss",
+            "g_loss",
+            "wasserstein",
+            "gp",
+            "grad_norm",
+            "gp_at_kinks",
+        ]
     }
 
     fn step(&mut self, step: usize, batch: Batch<B>) -> Vec<f64> {
@@ -426,18 +458,27 @@ impl<B: AutodiffBackend> Gan<B> for Wgan<B> {
         let z = latents::<B>(self.seed, Stream::Latent, step as u64, n, dim, &self.device);
         let fake = self.g.forward(z).detach();
         let real = batch.images;
-        let d_real = self.d.forward(real.clone()).mean();
-        let d_fake = self.d.forward(fake.clone()).mean();
-        let wasserstein = scalar(d_real.clone().detach() - d_fake.clone().detach());
-        let g_loss_now = -scalar(d_fake.clone().detach());
-        let mut critic_loss = d_fake - d_real;
-        let (mut gp_v, mut norm_v) = (0.0, f64::NAN);
-        if self.cfg.variant == Variant::Gp {
-            let x_hat = interpolate(real, fake, self.seed, step as u64);
-            let (gp, slope) =
+        // The penalty first: its input-gradient pass runs a backward of its own, and burn's
+        // autodiff frees the graph nodes of the critic's parameters on backward, so forward
+        // passes built before it would lose their path to the parameters.
+        let (mut gp_v, mut norm_v, mut at_kinks) = (0.0, f64::NAN, 0.0);
+        let gp = if self.cfg.variant == Variant::Gp {
+            let x_hat = interpolate(real.clone(), fake.clone(), self.seed, step as u64);
+            let (gp, slope, skipped) =
                 gradient_penalty(&self.d, x_hat, self.cfg.lambda, self.cfg.gp_epsilon);
             gp_v = scalar(gp.clone().detach());
             norm_v = scalar(slope.detach().mean());
+            at_kinks = skipped;
+            Some(gp)
+        } else {
+            None
+        };
+        let d_real = self.d.forward(real).mean();
+        let d_fake = self.d.forward(fake).mean();
+        let wasserstein = scalar(d_real.clone().detach() - d_fake.clone().detach());
+        let g_loss_now = -scalar(d_fake.clone().detach());
+        let mut critic_loss = d_fake - d_real;
+        if let Some(gp) = gp {
             critic_loss = critic_loss + gp;
         }
         let critic_v = scalar(critic_loss.clone().detach());
@@ -469,7 +510,7 @@ impl<B: AutodiffBackend> Gan<B> for Wgan<B> {
             // Clip variant: no penalty pass; log 0 rather than NaN (NaN stops training).
             norm_v = 0.0;
         }
-        vec![critic_v, g_loss_v, wasserstein, gp_v, norm_v]
+        vec![critic_v, g_loss_v, wasserstein, gp_v, norm_v, at_kinks]
     }
 
     fn latent_dim(&self) -> usize {

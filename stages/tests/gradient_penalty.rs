@@ -112,7 +112,7 @@ fn pattern(d: &Discriminator<B>, x: &Tensor<B, 4>) -> Vec<bool> {
 
 /// ⟨∇θ penalty, v⟩ by autodiff of the surrogate, for the default ε.
 fn surrogate_gradient(d: &Discriminator<B>, x: &Tensor<B, 4>, seed: u64) -> (f64, f64) {
-    let (penalty, _) = gradient_penalty(d, x.clone(), LAMBDA, EPS);
+    let (penalty, _, _) = gradient_penalty(d, x.clone(), LAMBDA, EPS);
     let value = penalty.clone().into_scalar() as f64;
     let grads = penalty.backward();
     let mut dot = Dot {

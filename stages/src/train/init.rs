@@ -7,6 +7,7 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::data::{Stream, normal, rng};
@@ -18,11 +19,15 @@ pub enum Init {
     /// biases and shifts zero: DCGAN's initialisation (Radford et al.), which seed 002
     /// states for its networks.
     Normal { std: f64 },
+    /// PyTorch's default for convolutions and linear layers: weights from
+    /// U(−1/√fan_in, 1/√fan_in) with fan_in = dim 1 × the kernel size (what PyTorch
+    /// computes from the weight's shape); biases zero, batch-norm scales one.
+    Uniform,
 }
 
 struct InitMapper<'a, B: Backend> {
     rng: ChaCha8Rng,
-    std: f64,
+    how: Init,
     field: String,
     device: &'a B::Device,
 }
@@ -36,16 +41,24 @@ impl<B: Backend> ModuleMapper<B> for InitMapper<'_, B> {
         let (id, tensor, mapper) = param.consume();
         let shape = tensor.dims();
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = match (self.field.as_str(), D) {
-            ("gamma", _) => normal(&mut self.rng, n)
+        let values: Vec<f32> = match (self.field.as_str(), D, self.how) {
+            ("gamma", _, Init::Normal { std }) => normal(&mut self.rng, n)
                 .into_iter()
-                .map(|z| 1.0 + z * self.std as f32)
+                .map(|z| 1.0 + z * std as f32)
                 .collect(),
-            ("bias" | "beta", _) => vec![0.0; n],
-            (_, d) if d >= 2 => normal(&mut self.rng, n)
+            ("gamma", _, Init::Uniform) => vec![1.0; n],
+            ("bias" | "beta", _, _) => vec![0.0; n],
+            (_, d, Init::Normal { std }) if d >= 2 => normal(&mut self.rng, n)
                 .into_iter()
-                .map(|z| z * self.std as f32)
+                .map(|z| z * std as f32)
                 .collect(),
+            (_, d, Init::Uniform) if d >= 2 => {
+                let fan_in: usize = shape[1..].iter().product();
+                let bound = 1.0 / (fan_in.max(1) as f32).sqrt();
+                (0..n)
+                    .map(|_| (self.rng.random::<f32>() * 2.0 - 1.0) * bound)
+                    .collect()
+            }
             _ => return Param::from_mapped_value(id, tensor, mapper),
         };
         let fresh = Tensor::<B, D>::from_data(TensorData::new(values, shape), self.device);
@@ -66,10 +79,9 @@ pub fn init<B: Backend, M: Module<B>>(
     index: u64,
     device: &B::Device,
 ) -> M {
-    let Init::Normal { std } = how;
     let mut m = InitMapper::<B> {
         rng: rng(seed, Stream::Init, index),
-        std,
+        how,
         field: String::new(),
         device,
     };

@@ -46,7 +46,12 @@ impl<B: Backend> Generator<B> {
         let mut convs = Vec::new();
         let mut norms = Vec::new();
         let mut width = features << (n - 1).min(16);
-        convs.push(ConvTranspose2dConfig::new([input, width], [4, 4]).init(device));
+        // No bias before a BatchNorm: its shift would cancel it.
+        convs.push(
+            ConvTranspose2dConfig::new([input, width], [4, 4])
+                .with_bias(false)
+                .init(device),
+        );
         norms.push(BatchNormConfig::new(width).init(device));
         for i in 1..=n {
             let last = i == n;
@@ -120,7 +125,18 @@ impl<B: Backend> Discriminator<B> {
 
     /// Images [N, C, H, W] → one logit (or critic value) per image, [N].
     pub fn forward(&self, x: Tensor<B, 4>) -> Tensor<B, 1> {
+        self.forward_traced(x, false).0
+    }
+
+    /// [`Self::forward`], and with `trace` the input of every LeakyReLU (whose signs say
+    /// which side of each kink the image is on).
+    pub fn forward_traced(
+        &self,
+        x: Tensor<B, 4>,
+        trace: bool,
+    ) -> (Tensor<B, 1>, Vec<Tensor<B, 4>>) {
         let mut x = x;
+        let mut pre = Vec::new();
         let last = self.convs.len() - 1;
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv.forward(x);
@@ -128,10 +144,13 @@ impl<B: Backend> Discriminator<B> {
                 if i > 0 && !self.norms.is_empty() {
                     x = self.norms[i - 1].forward(x);
                 }
+                if trace {
+                    pre.push(x.clone().detach());
+                }
                 x = leaky_relu(x, 0.2);
             }
         }
         let n = x.dims()[0];
-        x.reshape([n])
+        (x.reshape([n]), pre)
     }
 }
