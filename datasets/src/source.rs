@@ -174,7 +174,7 @@ pub struct SyntheticSource {
     pub channels: u8,
     /// `single` (default): labelled images. `paired`: flat label maps (a) and the matching
     /// textured images (b). `unpaired`: two domains with identical backgrounds and
-    /// differently styled shapes, plus foreground masks.
+    /// differently styled shapes, plus foreground masks. `digits`: labelled digits 0–9.
     #[serde(default)]
     pub variant: SyntheticVariant,
     /// Random seed. Default: 0.
@@ -205,6 +205,9 @@ pub enum SyntheticVariant {
     Paired,
     /// Layout `unpaired`: parts `a`, `b`, `mask_a`, `mask_b`.
     Unpaired,
+    /// Layout `single`: handwriting-like digits 0–9, light strokes on black (MNIST's
+    /// look), labelled by digit; use `size: 28, channels: 1` for MNIST's shape.
+    Digits,
 }
 
 /// What to do with an image that cannot be read, is corrupt, or has a different size

@@ -369,6 +369,140 @@ fn scene_unpaired(src: &SyntheticSource, i: usize) -> Scene {
     }
 }
 
+/// Strokes of the digits 0–9 as polylines in a unit box (x right, y down).
+fn digit_strokes(d: usize) -> Vec<Vec<(f32, f32)>> {
+    let ellipse = |cx: f32, cy: f32, rx: f32, ry: f32| -> Vec<(f32, f32)> {
+        (0..=16)
+            .map(|k| {
+                let t = k as f32 / 16.0 * std::f32::consts::TAU;
+                (cx + rx * t.cos(), cy + ry * t.sin())
+            })
+            .collect()
+    };
+    match d {
+        0 => vec![ellipse(0.5, 0.5, 0.36, 0.5)],
+        1 => vec![vec![(0.3, 0.22), (0.55, 0.0), (0.55, 1.0)]],
+        2 => vec![vec![
+            (0.12, 0.22),
+            (0.35, 0.0),
+            (0.7, 0.02),
+            (0.88, 0.25),
+            (0.8, 0.48),
+            (0.1, 1.0),
+            (0.92, 1.0),
+        ]],
+        3 => vec![vec![
+            (0.12, 0.1),
+            (0.45, 0.0),
+            (0.82, 0.08),
+            (0.85, 0.3),
+            (0.45, 0.5),
+            (0.88, 0.7),
+            (0.8, 0.94),
+            (0.42, 1.0),
+            (0.1, 0.9),
+        ]],
+        4 => vec![vec![(0.7, 1.0), (0.7, 0.0), (0.05, 0.68), (0.95, 0.68)]],
+        5 => vec![vec![
+            (0.85, 0.0),
+            (0.22, 0.0),
+            (0.16, 0.45),
+            (0.6, 0.4),
+            (0.9, 0.66),
+            (0.76, 0.95),
+            (0.4, 1.0),
+            (0.1, 0.9),
+        ]],
+        6 => vec![vec![
+            (0.8, 0.04),
+            (0.45, 0.0),
+            (0.16, 0.4),
+            (0.15, 0.8),
+            (0.4, 1.0),
+            (0.76, 0.95),
+            (0.86, 0.7),
+            (0.6, 0.5),
+            (0.3, 0.54),
+            (0.15, 0.72),
+        ]],
+        7 => vec![vec![(0.1, 0.0), (0.9, 0.0), (0.38, 1.0)]],
+        8 => vec![
+            ellipse(0.5, 0.26, 0.26, 0.26),
+            ellipse(0.5, 0.74, 0.32, 0.26),
+        ],
+        _ => vec![vec![
+            (0.85, 0.3),
+            (0.7, 0.46),
+            (0.4, 0.5),
+            (0.15, 0.34),
+            (0.2, 0.1),
+            (0.5, 0.0),
+            (0.84, 0.2),
+            (0.85, 0.6),
+            (0.62, 1.0),
+            (0.2, 0.96),
+        ]],
+    }
+}
+
+fn segment_distance(p: (f32, f32), a: (f32, f32), b: (f32, f32)) -> f32 {
+    let (dx, dy) = (b.0 - a.0, b.1 - a.1);
+    let len2 = dx * dx + dy * dy;
+    let t = if len2 > 0.0 {
+        (((p.0 - a.0) * dx + (p.1 - a.1) * dy) / len2).clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let (qx, qy) = (a.0 + t * dx - p.0, a.1 + t * dy - p.1);
+    (qx * qx + qy * qy).sqrt()
+}
+
+/// A digit drawn with a random height, slant, position, stroke width and brightness,
+/// anti-aliased, on black.
+fn scene_digits(src: &SyntheticSource, i: usize) -> Scene {
+    let size = src.size as f32;
+    let mut rng = rng_for(src.seed, i, Purpose::Scene);
+    let digit = rng.random_range(0..10usize);
+    let h = size * rng.random_range(0.55..0.75);
+    let w = h * rng.random_range(0.5..0.7);
+    let slant = rng.random_range(-0.25f32..0.25);
+    let cx = size / 2.0 + rng.random_range(-0.08..0.08) * size;
+    let cy = size / 2.0 + rng.random_range(-0.06..0.06) * size;
+    let thickness = (h * rng.random_range(0.09..0.15)).max(1.0);
+    let bright = rng.random_range(0.75f32..1.0);
+    // Into pixel coordinates: scale, slant (x shifts with height), centre.
+    let segments: Vec<((f32, f32), (f32, f32))> = digit_strokes(digit)
+        .into_iter()
+        .flat_map(|line| {
+            let pts: Vec<(f32, f32)> = line
+                .into_iter()
+                .map(|(x, y)| {
+                    let (x, y) = ((x - 0.5) * w, (y - 0.5) * h);
+                    (cx + x - slant * y, cy + y)
+                })
+                .collect();
+            pts.windows(2).map(|p| (p[0], p[1])).collect::<Vec<_>>()
+        })
+        .collect();
+    let n = src.size as usize;
+    let mut px = vec![[0.0f32; 3]; n * n];
+    for y in 0..n {
+        for x in 0..n {
+            let p = (x as f32 + 0.5, y as f32 + 0.5);
+            let d = segments
+                .iter()
+                .map(|&(a, b)| segment_distance(p, a, b))
+                .fold(f32::MAX, f32::min);
+            let v = (thickness / 2.0 - d + 0.5).clamp(0.0, 1.0) * bright;
+            px[y * n + x] = [v, v, v];
+        }
+    }
+    Scene {
+        images: vec![quantize(&px, src.channels)],
+        label: Some(digit as u32),
+    }
+}
+
 fn check(src: &SyntheticSource) -> Result<(), DatasetError> {
     let fail = |reason: String| Err(DatasetError::Synthetic { reason });
     if src.count == 0 {
@@ -407,6 +541,7 @@ pub(crate) fn generate(
     check(src)?;
     let (layout, names, render): (_, &[&str], Render) = match src.variant {
         SyntheticVariant::Single => (Layout::Single, &["images"], scene_single),
+        SyntheticVariant::Digits => (Layout::Single, &["images"], scene_digits),
         SyntheticVariant::Paired => (Layout::Paired, &["a", "b"], scene_paired),
         SyntheticVariant::Unpaired => (
             Layout::Unpaired,
@@ -449,12 +584,15 @@ pub(crate) fn generate(
         SyntheticVariant::Single => "single",
         SyntheticVariant::Paired => "paired",
         SyntheticVariant::Unpaired => "unpaired",
+        SyntheticVariant::Digits => "digits",
     };
     Ok(Dataset {
         layout,
         parts: names.iter().map(|n| n.to_string()).zip(parts).collect(),
         labels: has_labels.then_some(labels),
-        classes: if has_labels {
+        classes: if src.variant == SyntheticVariant::Digits {
+            (0..10).map(|d| d.to_string()).collect()
+        } else if has_labels {
             SHAPE_CLASSES.iter().map(|c| c.to_string()).collect()
         } else {
             Vec::new()

@@ -39,6 +39,7 @@ fn same_parameters_same_bytes() {
         SyntheticVariant::Single,
         SyntheticVariant::Paired,
         SyntheticVariant::Unpaired,
+        SyntheticVariant::Digits,
     ] {
         let a = generate(src(12, 16, 3, variant, 5));
         let b = generate(src(12, 16, 3, variant, 5));
@@ -218,4 +219,28 @@ fn generation_is_fast() {
     let d = generate(src(256, 64, 3, SyntheticVariant::Unpaired, 0));
     assert_eq!(d.parts["a"].len(), 256);
     assert!(t.elapsed().as_secs_f64() < 5.0, "took {:?}", t.elapsed());
+}
+
+#[test]
+fn digits_are_labelled_0_to_9_and_drawn_light_on_black() {
+    let d = generate(src(200, 28, 1, SyntheticVariant::Digits, 3));
+    let labels = d.labels.as_ref().unwrap();
+    assert_eq!(
+        d.classes,
+        (0..10).map(|i| i.to_string()).collect::<Vec<_>>()
+    );
+    for digit in 0..10u32 {
+        assert!(labels.contains(&digit), "digit {digit} never drawn");
+    }
+    let images = &d.parts["images"];
+    for i in 0..images.len() {
+        let img = images.image(i);
+        let lit = img.iter().filter(|&&v| v > 128).count();
+        // A stroke, on a mostly black background.
+        assert!(
+            lit > 20 && lit < img.len() / 2,
+            "image {i}: {lit} lit pixels"
+        );
+        assert_eq!(img[0], 0, "image {i}: corner not black");
+    }
 }

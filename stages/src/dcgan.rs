@@ -433,7 +433,7 @@ impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
         z: Tensor<B::InnerBackend, 2>,
         _labels: &[u32],
     ) -> Tensor<B::InnerBackend, 4> {
-        self.g.valid().forward(z)
+        self.g.forward(Tensor::from_inner(z)).inner()
     }
 
     fn save(&self) -> Result<Vec<(&'static str, Vec<u8>)>, StageError> {

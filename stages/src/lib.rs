@@ -7,6 +7,7 @@
 //! This crate knows nothing about YAML, DAGs, caches or executors: a stage gets its typed
 //! params, its input artifacts as directories, and a scratch directory to write into.
 
+pub mod cgan;
 pub mod context;
 pub mod dataset;
 pub mod dcgan;
@@ -15,6 +16,7 @@ pub mod evaluate;
 pub mod grid;
 pub mod metrics;
 pub mod params;
+pub mod plot;
 pub mod resize;
 pub mod table;
 pub mod train;
@@ -102,10 +104,12 @@ pub trait StageKind: Send + Sync + 'static {
 /// Every stage kind this build knows.
 pub fn registry() -> Vec<Arc<dyn StageKind>> {
     vec![
+        Arc::new(cgan::CganKind),
         Arc::new(dataset::DatasetKind),
         Arc::new(dcgan::DcganKind),
         Arc::new(downsample::DownsampleKind),
         Arc::new(evaluate::EvaluateKind),
+        Arc::new(plot::PlotKind),
         Arc::new(table::TableKind),
         Arc::new(wgan::WganKind),
     ]

@@ -32,8 +32,11 @@ pub trait Gan<B: AutodiffBackend>: Sized {
     fn classes(&self) -> usize {
         0
     }
-    /// Images in [-1, 1] from latents `z` (and `labels` for a conditional generator), with
-    /// the generator in inference mode.
+    /// Images in [-1, 1] from latents `z` (and `labels` for a conditional generator).
+    /// BatchNorm uses the statistics of the batch, as the DCGAN and PyTorch example code
+    /// sample: the running averages lag far behind a generator that changes every step,
+    /// and early samples from them are noise. Batches are fixed chunks of 64, so samples
+    /// stay deterministic.
     fn generate(&self, z: Tensor<B::InnerBackend, 2>, labels: &[u32])
     -> Tensor<B::InnerBackend, 4>;
     /// Everything a checkpoint needs to continue bit-exactly (weights, optimizer states).

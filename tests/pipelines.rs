@@ -1,0 +1,124 @@
+//! The pipelines shipped in `pipelines/` are valid, and the quickstart and the
+//! reproduction pipelines run end to end (the long ones shortened with `-S`).
+
+mod common;
+
+use std::path::Path;
+
+use common::Project;
+
+fn shipped() -> Vec<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn every_shipped_pipeline_is_valid() {
+    let p = Project::new();
+    let all = shipped();
+    assert!(all.len() >= 5, "{all:?}");
+    for file in all {
+        let r = p.gantry(&["status", file.to_str().unwrap()]);
+        assert_eq!(r.code, 0, "{}: {}", file.display(), r.stderr);
+        let d = p.gantry(&["dag", file.to_str().unwrap()]);
+        assert_eq!(d.code, 0, "{}: {}", file.display(), d.stderr);
+    }
+}
+
+fn pipeline(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("pipelines")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn metrics(p: &Project, pipeline: &str, stage: &str) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p.out(pipeline, stage).join("metrics.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn quickstart_runs_end_to_end_and_a_rerun_does_nothing() {
+    let p = Project::new();
+    let file = pipeline("quickstart.yaml");
+    p.run_ok(&file);
+    for f in [
+        "samples.png",
+        "losses.csv",
+        "loss_ratio.svg",
+        "generator.safetensors",
+    ] {
+        assert!(p.out("quickstart", "dcgan").join(f).is_file(), "dcgan/{f}");
+    }
+    let m = metrics(&p, "quickstart", "evaluate");
+    assert!(
+        m["sets"]["dcgan"]["swd"]["average"].as_f64().unwrap() > 0.0,
+        "{m}"
+    );
+    let again = p.run_ok(&file);
+    assert!(again.executed().is_empty(), "{:?}", again.outcomes());
+}
+
+#[test]
+fn seed003_sweep_draws_figure1_with_one_curve_per_ratio() {
+    let p = Project::new();
+    let file = pipeline("seed003_g_advantage.yaml");
+    // 64 images in one batch of 64: 2 epochs are 2 iterations instead of 400.
+    let r = p.gantry(&[
+        "run",
+        "--json",
+        "-S",
+        "epochs=2",
+        "-S",
+        "source={synthetic: {count: 64, size: 32, channels: 3}}",
+        &file,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fig = std::fs::read_to_string(p.out("seed003-g-advantage", "figure1").join("figure.csv"))
+        .unwrap();
+    for ratio in [1, 2, 4, 50] {
+        let stage = format!("dcgan[g_advantage={ratio}]");
+        assert_eq!(
+            fig.lines()
+                .filter(|l| l.starts_with(&format!("\"{stage}\"")) || l.starts_with(&stage))
+                .count(),
+            2,
+            "two epochs of {stage} in figure.csv:\n{fig}"
+        );
+    }
+    assert!(
+        p.out("seed003-g-advantage", "figure1")
+            .join("figure.svg")
+            .is_file()
+    );
+}
+
+#[test]
+fn seed002_writes_table3_beside_the_published_row() {
+    let p = Project::new();
+    let file = pipeline("seed002_table3_digits.yaml");
+    let r = p.gantry(&[
+        "run",
+        "--json",
+        "-S",
+        "epochs=1",
+        "-S",
+        "digits={synthetic: {count: 256, size: 28, channels: 1, variant: digits}}",
+        &file,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t =
+        std::fs::read_to_string(p.out("seed002-table3-digits", "cgan").join("table3.md")).unwrap();
+    assert!(t.contains("0.819696") && t.contains("95.31%"), "{t}");
+    let m = metrics(&p, "seed002-table3-digits", "cgan");
+    for k in ["d_loss_last", "accuracy_last", "g_loss_last"] {
+        assert!(m[k].as_f64().is_some(), "{k} in {m}");
+    }
+}
