@@ -309,3 +309,68 @@ stages:{DATA}
     // Nothing ran.
     assert!(!p.out("b", "shapes").exists());
 }
+
+#[test]
+fn cgan_learns_its_classes_as_an_independent_classifier_judges() {
+    let p = Project::new();
+    p.write(
+        "cgan.yaml",
+        r#"name: cgan
+seed: 1
+stages:
+  digits:
+    kind: dataset
+    from: { synthetic: { count: 512, size: 16, channels: 1, variant: digits } }
+  judge:
+    kind: classifier
+    input: digits
+    epochs: 10
+  cgan:
+    kind: cgan
+    input: digits
+    batch_size: 32
+    features: 32
+    d_features: 16
+    latent_dim: 32
+    samples: 500
+    g_optimizer: { lr: 0.0005 }
+    d_optimizer: { lr: 0.0005 }
+    matrix: { epochs: [0, 10] }
+  eval:
+    kind: evaluate
+    real: digits
+    fake: cgan
+    classifier: judge
+    metrics: [swd, inception_score, fid, class_accuracy]
+"#,
+    );
+    p.run_ok("cgan.yaml");
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out("cgan", "eval").join("metrics.json")).unwrap())
+            .unwrap();
+    let get = |set: &str, path: &[&str]| {
+        let mut v = &m["sets"][set];
+        for k in path {
+            v = &v[*k];
+        }
+        v.as_f64()
+            .unwrap_or_else(|| panic!("{set} {path:?} in {m}"))
+    };
+    let (u, t) = ("cgan[epochs=0]", "cgan[epochs=10]");
+    eprintln!("{m:#}");
+    // The judge itself must be good, or its verdicts mean nothing.
+    assert!(get("digits", &["class_accuracy"]) > 0.9);
+    assert!(get(t, &["class_accuracy"]) > get(u, &["class_accuracy"]) + 0.2);
+    assert!(get(t, &["swd", "average"]) < 0.9 * get(u, &["swd", "average"]));
+    assert!(get(t, &["fid"]) < 0.8 * get(u, &["fid"]));
+    assert!(get(t, &["inception_score", "mean"]) > get(u, &["inception_score", "mean"]));
+    // The stage's own verdict, from its discriminator's class head.
+    let own: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(p.out("cgan", t).join("metrics.json")).unwrap())
+            .unwrap();
+    assert!(
+        own["aux_accuracy_generated"].as_f64().unwrap()
+            > own["aux_accuracy_untrained_generator"].as_f64().unwrap() + 0.2,
+        "{own}"
+    );
+}

@@ -40,6 +40,24 @@ pub enum Metric {
     MsSsim,
     MsSsimPaired,
     SsimPaired,
+    /// Inception Score (mean ± std over `is_splits` splits) from the `classifier`'s class
+    /// probabilities; real sets too, as the ceiling.
+    InceptionScore,
+    /// Fréchet distance between the `classifier`'s feature statistics of each generated
+    /// set and its real set.
+    Fid,
+    /// For labelled sets (a conditional generator's output, or real data): how often the
+    /// `classifier` gives the image's own label.
+    ClassAccuracy,
+}
+
+impl Metric {
+    fn needs_classifier(self) -> bool {
+        matches!(
+            self,
+            Metric::InceptionScore | Metric::Fid | Metric::ClassAccuracy
+        )
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -62,6 +80,13 @@ pub struct EvaluateParams {
     /// level, 4 × 128 directions, pyramid down to 16×16).
     #[serde(default)]
     pub swd: swd::SwdConfig,
+    /// Splits of the Inception Score (10, as Salimans et al.).
+    #[serde(default = "default_is_splits")]
+    pub is_splits: usize,
+}
+
+fn default_is_splits() -> usize {
+    10
 }
 
 fn default_metrics() -> Vec<Metric> {
@@ -86,6 +111,12 @@ const INPUTS: &[InputSlot] = &[
         accepts: &[ArtifactType::Dataset],
         many: true,
         required: true,
+    },
+    InputSlot {
+        key: "classifier",
+        accepts: &[ArtifactType::Model],
+        many: false,
+        required: false,
     },
 ];
 
@@ -131,20 +162,25 @@ impl StageKind for EvaluateKind {
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let p: EvaluateParams = ctx.params()?;
-        let load = |a: &Artifact| -> Result<(String, ImageSet), StageError> {
+        let mut labels: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut load = |a: &Artifact| -> Result<(String, ImageSet), StageError> {
             let d = Dataset::load(&a.dataset_file())?;
             let set = pick_part(&d, p.part.as_deref(), &a.stage)?;
-            Ok((a.stage.clone(), truncate(set, p.max_images)))
+            let set = truncate(set, p.max_images);
+            if let Some(l) = d.labels.filter(|l| l.len() >= set.len()) {
+                labels.insert(a.stage.clone(), l[..set.len()].to_vec());
+            }
+            Ok((a.stage.clone(), set))
         };
         let reals: Vec<(String, ImageSet)> = ctx
             .inputs("real")
             .iter()
-            .map(load)
+            .map(&mut load)
             .collect::<Result<_, _>>()?;
         let fakes: Vec<(String, ImageSet)> = ctx
             .inputs("fake")
             .iter()
-            .map(load)
+            .map(&mut load)
             .collect::<Result<_, _>>()?;
 
         let mut sets: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
@@ -172,7 +208,10 @@ impl StageKind for EvaluateKind {
             for m in &p.metrics {
                 ctx.check_cancelled()?;
                 let value = match m {
-                    Metric::MsSsim => continue,
+                    Metric::MsSsim
+                    | Metric::InceptionScore
+                    | Metric::Fid
+                    | Metric::ClassAccuracy => continue,
                     Metric::Swd => {
                         let pb: &ProgressBar = bar(0, format!("SWD {name} vs {real_name}"));
                         // SWD compares equal counts: the first n of the larger set.
@@ -208,12 +247,16 @@ impl StageKind for EvaluateKind {
                     Metric::Swd => "swd",
                     Metric::MsSsimPaired => "ms_ssim_paired",
                     Metric::SsimPaired => "ssim_paired",
-                    Metric::MsSsim => "ms_ssim",
+                    _ => continue,
                 };
                 let e = entry(&mut sets, name);
                 e.insert(key.into(), value);
                 e.insert("real".into(), serde_json::json!(real_name));
             }
+        }
+
+        if p.metrics.iter().any(|m| m.needs_classifier()) {
+            classifier_metrics(ctx, &p, &reals, &fakes, &labels, &mut sets)?;
         }
 
         let samples = ctx.out_dir.join("samples");
@@ -234,6 +277,107 @@ impl StageKind for EvaluateKind {
         )?;
         Ok(())
     }
+}
+
+/// Inception Score, FID and class accuracy through a trained `classifier`. Sets go
+/// through it in batches of 256; only the class probabilities and the 128 features per
+/// image are kept.
+fn classifier_metrics(
+    ctx: &StageContext,
+    p: &EvaluateParams,
+    reals: &[(String, ImageSet)],
+    fakes: &[(String, ImageSet)],
+    labels: &BTreeMap<String, Vec<u32>>,
+    sets: &mut BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), StageError> {
+    let Some(art) = ctx.inputs("classifier").first() else {
+        let wanted: Vec<String> = p
+            .metrics
+            .iter()
+            .filter(|m| m.needs_classifier())
+            .map(|m| json(m).map(|v| v.as_str().unwrap_or_default().to_string()))
+            .collect::<Result<_, _>>()?;
+        return Err(StageError::Failed(format!(
+            "metrics {} need a classifier: add `classifier: <a classifier stage>` to this stage",
+            wanted.join(", ")
+        )));
+    };
+    let clf = crate::classifier::load(&art.dir)?;
+    let k = clf.spec.classes.len();
+    let device = Default::default();
+    let mut outputs: BTreeMap<&str, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
+    for (name, set) in reals.iter().chain(fakes) {
+        ctx.check_cancelled()?;
+        if (
+            set.width as usize,
+            set.height as usize,
+            set.channels as usize,
+        ) != (clf.spec.width, clf.spec.height, clf.spec.channels)
+        {
+            return Err(StageError::Failed(format!(
+                "`{name}` has {}x{}x{} images but classifier `{}` was trained on {}x{}x{}",
+                set.width,
+                set.height,
+                set.channels,
+                art.stage,
+                clf.spec.width,
+                clf.spec.height,
+                clf.spec.channels
+            )));
+        }
+        ctx.progress.set_message(format!("classifier on {name}"));
+        outputs.insert(name, crate::classifier::apply(&clf.model, set, &device)?);
+    }
+    for (name, set) in reals.iter().chain(fakes) {
+        let (probs, feats) = &outputs[name.as_str()];
+        if p.metrics.contains(&Metric::InceptionScore) {
+            let splits = p.is_splits.min(set.len()).max(1);
+            let is = crate::metrics::inception_score::inception_score(probs, set.len(), k, splits)
+                .map_err(|e| StageError::Failed(format!("Inception Score of `{name}`: {e}")))?;
+            entry(sets, name).insert("inception_score".into(), json(&is)?);
+        }
+        if p.metrics.contains(&Metric::ClassAccuracy)
+            && let Some(l) = labels.get(name)
+        {
+            let hits = probs
+                .chunks(k)
+                .zip(l)
+                .filter(|(row, l)| {
+                    row.iter()
+                        .enumerate()
+                        .fold(
+                            (0, f32::NEG_INFINITY),
+                            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                        )
+                        .0
+                        == **l as usize
+                })
+                .count();
+            entry(sets, name).insert(
+                "class_accuracy".into(),
+                serde_json::json!(hits as f64 / l.len().max(1) as f64),
+            );
+        }
+        let _ = feats;
+    }
+    if p.metrics.contains(&Metric::Fid) {
+        use crate::metrics::frechet::{FeatureStats, frechet_distance};
+        let stats = |name: &str, n: usize| -> Result<FeatureStats, StageError> {
+            let mut s = FeatureStats::new(crate::classifier::FEATURES);
+            s.add_batch(&outputs[name].1, n)
+                .map_err(|e| StageError::Failed(format!("FID features of `{name}`: {e}")))?;
+            Ok(s)
+        };
+        for (name, fake) in fakes {
+            let (real_name, real) = matching_real(reals, fake, name)?;
+            let d = frechet_distance(&stats(real_name, real.len())?, &stats(name, fake.len())?)
+                .map_err(|e| StageError::Failed(format!("FID of `{name}`: {e}")))?;
+            let e = entry(sets, name);
+            e.insert("fid".into(), serde_json::json!(d));
+            e.insert("real".into(), serde_json::json!(real_name));
+        }
+    }
+    Ok(())
 }
 
 fn entry<'a>(

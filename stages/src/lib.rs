@@ -8,6 +8,7 @@
 //! params, its input artifacts as directories, and a scratch directory to write into.
 
 pub mod cgan;
+pub mod classifier;
 pub mod context;
 pub mod dataset;
 pub mod dcgan;
@@ -44,6 +45,8 @@ pub enum ArtifactType {
     Metrics,
     /// Tables (Markdown/CSV/HTML) and plots only.
     Report,
+    /// A trained network other stages use (a `classifier` for `evaluate`).
+    Model,
 }
 
 impl std::fmt::Display for ArtifactType {
@@ -52,6 +55,7 @@ impl std::fmt::Display for ArtifactType {
             ArtifactType::Dataset => "dataset",
             ArtifactType::Metrics => "metrics",
             ArtifactType::Report => "report",
+            ArtifactType::Model => "model",
         })
     }
 }
@@ -105,6 +109,7 @@ pub trait StageKind: Send + Sync + 'static {
 pub fn registry() -> Vec<Arc<dyn StageKind>> {
     vec![
         Arc::new(cgan::CganKind),
+        Arc::new(classifier::ClassifierKind),
         Arc::new(dataset::DatasetKind),
         Arc::new(dcgan::DcganKind),
         Arc::new(downsample::DownsampleKind),
