@@ -738,8 +738,13 @@ fn cache(store: &Store, command: CacheCommand) -> Result<(), Failure> {
             }
             let r = store.gc(&live).context("gc")?;
             println!(
-                "removed {} run records and {} objects ({} bytes); kept {} records, {} objects",
-                r.records_removed, r.objects_removed, r.bytes_freed, r.records_kept, r.objects_kept
+                "removed {} run records, {} objects ({} bytes) and {} checkpoint folders; kept {} records, {} objects",
+                r.records_removed,
+                r.objects_removed,
+                r.bytes_freed,
+                r.checkpoints_removed,
+                r.records_kept,
+                r.objects_kept
             );
             Ok(())
         }

@@ -374,3 +374,28 @@ stages:
         "{own}"
     );
 }
+
+#[test]
+fn cache_gc_keeps_the_checkpoints_of_referenced_stages_only() {
+    let p = Project::new();
+    p.write("resume.yaml", &dcgan_pipeline(1));
+    p.run_ok("resume.yaml");
+    let dirs = || {
+        std::fs::read_dir(p.path(".gantry/checkpoints"))
+            .map(|rd| rd.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(dirs(), 1);
+    let gc = p.gantry(&["cache", "gc", "resume.yaml"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert_eq!(dirs(), 1, "a referenced stage's checkpoints stay");
+    // A different seed trains different weights: the old checkpoints are unreferenced.
+    p.write(
+        "resume.yaml",
+        &dcgan_pipeline(1).replace("seed: 3", "seed: 4"),
+    );
+    let gc = p.gantry(&["cache", "gc", "resume.yaml"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    assert!(gc.stdout.contains("1 checkpoint folders"), "{}", gc.stdout);
+    assert_eq!(dirs(), 0);
+}

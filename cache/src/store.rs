@@ -49,6 +49,7 @@ pub struct GcReport {
     pub bytes_freed: u64,
     pub records_kept: usize,
     pub objects_kept: usize,
+    pub checkpoints_removed: usize,
 }
 
 impl Store {
@@ -92,6 +93,25 @@ impl Store {
     /// a longer run can continue from it (`cache gc` removes unreferenced ones).
     pub fn checkpoint_dir(&self, key: &Hash) -> PathBuf {
         self.root.join("checkpoints").join(key.to_hex())
+    }
+
+    /// Note that stage `key` trains into the checkpoint folder `dir`, so that `gc` keeps
+    /// the folder while that stage is referenced.
+    pub fn claim_checkpoints(&self, dir: &Path, key: &Hash) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| CacheError::io(dir, e))?;
+        let path = dir.join(CHECKPOINT_OWNERS);
+        let have = std::fs::read_to_string(&path).unwrap_or_default();
+        let hex = key.to_hex();
+        if !have.lines().any(|l| l.trim() == hex) {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(|e| CacheError::io(&path, e))?;
+            writeln!(f, "{hex}").map_err(|e| CacheError::io(&path, e))?;
+        }
+        Ok(())
     }
 
     pub fn log_path(&self, key: &Hash) -> PathBuf {
@@ -559,6 +579,18 @@ impl Store {
                 }
             }
         }
+        // A checkpoint folder lists the stage keys that trained into it; it stays while
+        // one of them is live (a later run with more epochs continues from it).
+        if let Ok(rd) = std::fs::read_dir(self.root.join("checkpoints")) {
+            for e in rd.flatten() {
+                let owners =
+                    std::fs::read_to_string(e.path().join(CHECKPOINT_OWNERS)).unwrap_or_default();
+                if !owners.lines().any(|k| keep_keys.contains(k.trim())) {
+                    let _ = std::fs::remove_dir_all(e.path());
+                    report.checkpoints_removed += 1;
+                }
+            }
+        }
         let _ = std::fs::remove_dir_all(self.root.join("quarantine"));
         self.clean_scratch();
         Ok(report)
@@ -569,6 +601,7 @@ impl Store {
         let mut out = BTreeMap::new();
         for d in [
             "objects",
+            "checkpoints",
             "runs",
             "work",
             "logs",
@@ -588,6 +621,9 @@ impl Store {
         out
     }
 }
+
+/// The file in a checkpoint folder that lists the stage keys using it, one per line.
+const CHECKPOINT_OWNERS: &str = "stage-keys";
 
 fn rel_string(path: &Path, base: &Path) -> String {
     path.strip_prefix(base)

@@ -587,14 +587,21 @@ fn execute(
             .progress_chars("=> "),
     );
     bar.set_prefix(inst.name.clone());
+    let checkpoint_dir =
+        store.checkpoint_dir(&crate::plan::checkpoint_key(p, inst, &upstream, &files));
+    if inst.kind.uses_backend()
+        && let Err(e) = store.claim_checkpoints(&checkpoint_dir, &key)
+    {
+        let _ = std::fs::remove_dir_all(&scratch);
+        return Err(fail(format!("cannot prepare checkpoints: {e}"), None));
+    }
     let ctx = StageContext {
         name: inst.name.clone(),
         params: inst.params.clone(),
         inputs,
         out_dir: out.clone(),
         work_dir: store.work_dir(&key),
-        checkpoint_dir: store
-            .checkpoint_dir(&crate::plan::checkpoint_key(p, inst, &upstream, &files)),
+        checkpoint_dir,
         backend: opts.backend.clone(),
         gpus: gpus.to_vec(),
         backend_used: Mutex::new(None),
