@@ -201,7 +201,7 @@ impl StageKind for DcganKind {
         "dcgan"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "train a DCGAN with `g_advantage` generator updates per discriminator update (seed 003)"

@@ -197,7 +197,7 @@ impl StageKind for WganKind {
         "wgan"
     }
     fn version(&self) -> u32 {
-        1
+        2
     }
     fn summary(&self) -> &'static str {
         "train a WGAN with weight clipping or gradient penalty (seed 004)"
