@@ -44,7 +44,7 @@ use crate::train::driver::{
 };
 use crate::train::init::{Init, init};
 use crate::train::log::LossLog;
-use crate::train::nets::up;
+use crate::train::nets::batch_norm;
 use crate::train::optim::{Optim, OptimizerParams, OptimizerSpec, load_module, save_module};
 use crate::train::plot::{Series, line_plot};
 use crate::{
@@ -400,8 +400,8 @@ impl<B: Backend> CondGenerator<B> {
         let h = leaky_relu(self.fc.forward(zc), 0.2);
         let c = h.dims()[1] / (base * base);
         let h = h.reshape([n, c, base, base]);
-        let h = leaky_relu(self.norm1.forward(up(&self.up1, h)), 0.2);
-        tanh(up(&self.up2, h))
+        let h = leaky_relu(batch_norm(&self.norm1, self.up1.forward(h)), 0.2);
+        tanh(self.up2.forward(h))
     }
 }
 

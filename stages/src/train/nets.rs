@@ -16,74 +16,37 @@ use burn::tensor::backend::Backend;
 
 use crate::StageError;
 
-/// A transposed convolution with kernel 4, stride 2 and padding 1 (DCGAN's up-sampling
-/// layer), computed as four 2×2 convolutions — one per output pixel parity — whose
-/// outputs are interleaved. Same weights (`[C_in, C_out, 4, 4]`), same result up to float
-/// rounding, and the same number of multiply-adds; it exists because burn-flex's
-/// `conv_transpose2d` runs 3–7× slower than PyTorch's on the CPU while its `conv2d` keeps
-/// up (bench/results/dcgan_step_vs_pytorch.md), and the backward pass then goes through
-/// `conv2d`'s gradients too.
-///
-/// Output row 2i + a takes input rows {i − 1, i} with kernel rows {3, 1} for a = 0, and
-/// rows {i, i + 1} with kernel rows {2, 0} for a = 1; columns likewise.
-pub fn conv_transpose_4s2<B: Backend>(
-    x: Tensor<B, 4>,
-    weight: Tensor<B, 4>,
-    bias: Option<Tensor<B, 1>>,
-) -> Tensor<B, 4> {
-    use burn::tensor::module::conv2d;
-    use burn::tensor::ops::{ConvOptions, PadMode};
-    use burn::tensor::{Int, TensorData};
-    let [n, c_in, h, w] = x.dims();
-    let c_out = weight.dims()[1];
-    let device = x.device();
-    let padded = x.pad((1, 1, 1, 1), PadMode::Constant(0.0));
-    let w_oi = weight.swap_dims(0, 1); // [C_out, C_in, 4, 4], conv2d's layout
-    let taps = |parity: usize| {
-        let t: [i64; 2] = if parity == 0 { [3, 1] } else { [2, 0] };
-        Tensor::<B, 1, Int>::from_data(TensorData::new(t.to_vec(), [2]), &device)
-    };
-    let mut parts = Vec::with_capacity(4);
-    for a in 0..2 {
-        for b in 0..2 {
-            let k = w_oi.clone().select(2, taps(a)).select(3, taps(b));
-            let window = padded
-                .clone()
-                .slice([0..n, 0..c_in, a..a + h + 1, b..b + w + 1]);
-            parts.push(conv2d(
-                window,
-                k,
-                None,
-                ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-            ));
-        }
+/// BatchNorm over a 4-D batch in training mode, as burn's `BatchNorm::forward` computes it
+/// (biased batch variance, running statistics updated with the module's momentum), in
+/// fewer passes: statistics from reductions over the contiguous `[N, C, H·W]` view
+/// instead of a transposed copy, and the normalisation folded into one per-channel scale
+/// and shift. On burn-flex, where broadcast element-wise ops are the expensive part of a
+/// DCGAN step, this is much cheaper than burn's four broadcast ops and two copies.
+pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
+    if !B::ad_enabled(&x.device()) {
+        return bn.forward(x);
     }
-    // parts[2a + b][.., i, j] goes to output pixel (2i + a, 2j + b).
-    let y = Tensor::stack::<5>(parts, 2) // [N, C_out, 4, H, W]
-        .reshape([n, c_out, 2, 2, h, w])
-        .permute([0, 1, 4, 2, 5, 3]) // [N, C_out, H, 2, W, 2]
-        .reshape([n, c_out, 2 * h, 2 * w]);
-    match bias {
-        Some(b) => y + b.reshape([1, c_out, 1, 1]),
-        None => y,
-    }
-}
-
-/// A DCGAN up-sampling layer through [`conv_transpose_4s2`] when it has that shape.
-pub fn up<B: Backend>(conv: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let k = conv.weight.dims();
-    if conv.stride == [2, 2]
-        && conv.padding == [1, 1]
-        && conv.padding_out == [0, 0]
-        && conv.dilation == [1, 1]
-        && conv.groups == 1
-        && k[2] == 4
-        && k[3] == 4
-    {
-        conv_transpose_4s2(x, conv.weight.val(), conv.bias.as_ref().map(|b| b.val()))
-    } else {
-        conv.forward(x)
-    }
+    let [n, c, h, w] = x.dims();
+    let flat = x.reshape([n, c, h * w]);
+    let mean = flat.clone().mean_dim(2).mean_dim(0); // [1, C, 1]
+    let mean_sq = flat.clone().square().mean_dim(2).mean_dim(0);
+    let var = (mean_sq - mean.clone().square()).clamp_min(0.0);
+    let scale = bn.gamma.val().reshape([1, c, 1]) / (var.clone() + bn.epsilon).sqrt();
+    let shift = bn.beta.val().reshape([1, c, 1]) - mean.clone() * scale.clone();
+    let momentum = bn.momentum;
+    let running_mean = bn
+        .running_mean
+        .value_sync()
+        .mul_scalar(1.0 - momentum)
+        .add(mean.detach().reshape([c]).mul_scalar(momentum));
+    let running_var = bn
+        .running_var
+        .value_sync()
+        .mul_scalar(1.0 - momentum)
+        .add(var.detach().reshape([c]).mul_scalar(momentum));
+    bn.running_mean.update(running_mean.detach());
+    bn.running_var.update(running_var.detach());
+    (flat * scale + shift).reshape([n, c, h, w])
 }
 
 /// Stride-2 layers between 4×4 and a side of `size` (size = 4·2^n).
@@ -147,9 +110,9 @@ impl<B: Backend> Generator<B> {
         let mut x = z.reshape([n, d, 1, 1]);
         let last = self.convs.len() - 1;
         for (i, conv) in self.convs.iter().enumerate() {
-            x = up(conv, x);
+            x = conv.forward(x);
             if i < last {
-                x = relu(self.norms[i].forward(x));
+                x = relu(batch_norm(&self.norms[i], x));
             }
         }
         tanh(x)
@@ -212,7 +175,7 @@ impl<B: Backend> Discriminator<B> {
             x = conv.forward(x);
             if i < last {
                 if i > 0 && !self.norms.is_empty() {
-                    x = self.norms[i - 1].forward(x);
+                    x = batch_norm(&self.norms[i - 1], x);
                 }
                 if trace {
                     pre.push(x.clone().detach());
@@ -248,27 +211,39 @@ mod tests {
     }
 
     #[test]
-    fn four_small_convolutions_equal_the_transposed_convolution_and_its_gradients() {
-        use burn::tensor::module::conv_transpose2d;
-        use burn::tensor::ops::ConvTransposeOptions;
-        let x = random([2, 5, 3, 4], 1).require_grad();
-        let w = random([5, 7, 4, 4], 2).require_grad();
-        let b = random([7], 3).require_grad();
-        let reference = conv_transpose2d(
-            x.clone(),
-            w.clone(),
-            Some(b.clone()),
-            ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1),
-        );
-        let ours = conv_transpose_4s2(x.clone(), w.clone(), Some(b.clone()));
-        assert_eq!(ours.dims(), [2, 7, 6, 8]);
-        assert!(max_diff(ours.clone(), reference.clone()) < 1e-4);
-        // Gradients through a random projection of the output.
-        let r = random([2, 7, 6, 8], 4);
-        let g1 = (reference * r.clone()).sum().backward();
-        let g2 = (ours * r).sum().backward();
+    fn batch_norm_matches_burns_forward_gradients_and_running_statistics() {
+        let x = (random([4, 3, 5, 6], 5) * 2.0 + 0.5).require_grad();
+        let mk = || {
+            let bn = BatchNormConfig::new(3).init::<Cpu>(&Default::default());
+            let g = random([3], 6).require_grad();
+            let b = random([3], 7).require_grad();
+            BatchNorm {
+                gamma: burn::module::Param::from_tensor(g),
+                beta: burn::module::Param::from_tensor(b),
+                ..bn
+            }
+        };
+        let (ours_bn, burn_bn) = (mk(), mk());
+        let r = random([4, 3, 5, 6], 8);
+        let ours = batch_norm(&ours_bn, x.clone());
+        let theirs = burn_bn.forward(x.clone());
+        assert!(max_diff(ours.clone(), theirs.clone()) < 1e-5);
+        let g1 = (ours * r.clone()).sum().backward();
+        let g2 = (theirs * r).sum().backward();
         assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4);
-        assert!(max_diff(w.grad(&g1).unwrap(), w.grad(&g2).unwrap()) < 1e-4);
-        assert!(max_diff(b.grad(&g1).unwrap(), b.grad(&g2).unwrap()) < 1e-4);
+        let gg = |bn: &BatchNorm<Cpu>, g| bn.gamma.val().grad(g).unwrap();
+        assert!(max_diff(gg(&ours_bn, &g1), gg(&burn_bn, &g2)) < 1e-4);
+        assert!(
+            max_diff(
+                ours_bn.running_var.value_sync(),
+                burn_bn.running_var.value_sync()
+            ) < 1e-5
+        );
+        assert!(
+            max_diff(
+                ours_bn.running_mean.value_sync(),
+                burn_bn.running_mean.value_sync()
+            ) < 1e-6
+        );
     }
 }
