@@ -45,7 +45,7 @@ use crate::train::driver::{
 };
 use crate::train::init::{Init, clip_weights, init};
 use crate::train::nets::{Discriminator, Generator};
-use crate::train::optim::{Optim, OptimizerParams, OptimizerSpec, load_module, save_module};
+use crate::train::optim::{Optim, OptimizerParams, OptimizerSpec, load_gan, save_gan};
 use crate::{ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -526,19 +526,12 @@ impl<B: AutodiffBackend> Gan<B> for Wgan<B> {
     }
 
     fn save(&self) -> Result<Vec<(&'static str, Vec<u8>)>, StageError> {
-        Ok(vec![
-            ("g.mpk", save_module::<B, _>(&self.g)?),
-            ("d.mpk", save_module::<B, _>(&self.d)?),
-            ("g_optim.mpk", self.g_opt.save()?),
-            ("d_optim.mpk", self.d_opt.save()?),
-        ])
+        save_gan(&self.g, &self.g_opt, &self.d, &self.d_opt)
     }
 
     fn load(mut self, ck: &mut Loaded, device: &B::Device) -> Result<Self, StageError> {
-        self.g = load_module::<B, _>(self.g, ck.take("g.mpk")?, device)?;
-        self.d = load_module::<B, _>(self.d, ck.take("d.mpk")?, device)?;
-        self.g_opt = self.g_opt.load(ck.take("g_optim.mpk")?, device)?;
-        self.d_opt = self.d_opt.load(ck.take("d_optim.mpk")?, device)?;
+        (self.g, self.g_opt, self.d, self.d_opt) =
+            load_gan(ck, (self.g, self.g_opt, self.d, self.d_opt), device)?;
         Ok(self)
     }
 

@@ -184,3 +184,44 @@ pub fn load_module<B: AutodiffBackend, M: AutodiffModule<B>>(
         .map_err(|e| StageError::Failed(format!("loading weights: {e}")))?;
     Ok(m.load_record(rec))
 }
+
+/// A GAN's generator and discriminator with their optimizers, as checkpoint files. One
+/// place names the files, so every training stage's checkpoints look alike.
+pub fn save_gan<B, G, D>(
+    g: &G,
+    g_opt: &Optim<G, B>,
+    d: &D,
+    d_opt: &Optim<D, B>,
+) -> Result<Vec<(&'static str, Vec<u8>)>, StageError>
+where
+    B: AutodiffBackend,
+    G: AutodiffModule<B>,
+    D: AutodiffModule<B>,
+{
+    Ok(vec![
+        ("g.mpk", save_module::<B, _>(g)?),
+        ("d.mpk", save_module::<B, _>(d)?),
+        ("g_optim.mpk", g_opt.save()?),
+        ("d_optim.mpk", d_opt.save()?),
+    ])
+}
+
+/// The networks and optimizers [`save_gan`] wrote, loaded into freshly built ones.
+#[allow(clippy::type_complexity)]
+pub fn load_gan<B, G, D>(
+    ck: &mut super::checkpoint::Loaded,
+    (g, g_opt, d, d_opt): (G, Optim<G, B>, D, Optim<D, B>),
+    device: &B::Device,
+) -> Result<(G, Optim<G, B>, D, Optim<D, B>), StageError>
+where
+    B: AutodiffBackend,
+    G: AutodiffModule<B>,
+    D: AutodiffModule<B>,
+{
+    Ok((
+        load_module::<B, _>(g, ck.take("g.mpk")?, device)?,
+        g_opt.load(ck.take("g_optim.mpk")?, device)?,
+        load_module::<B, _>(d, ck.take("d.mpk")?, device)?,
+        d_opt.load(ck.take("d_optim.mpk")?, device)?,
+    ))
+}
