@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{sigmoid, softplus};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::AutodiffBackend;
 use gantry_datasets::ImageSet;
 use gantry_stages::dcgan::{Dcgan, DcganConfig};
@@ -43,6 +43,7 @@ use gantry_stages::train::backend::Cpu;
 use gantry_stages::train::data::{Batch, Batcher, Stream, latents};
 use gantry_stages::train::driver::{Gan, scalar};
 use gantry_stages::train::init::{Init, init};
+use gantry_stages::train::loss::bce_logits;
 use gantry_stages::train::nets::{Discriminator, Generator};
 use gantry_stages::train::optim::OptimizerSpec;
 
@@ -249,12 +250,6 @@ fn d_forward_stock<B: burn::tensor::backend::Backend>(
     x.reshape([n])
 }
 
-fn bce<B: burn::tensor::backend::Backend>(logits: Tensor<B, 1>, real: bool) -> Tensor<B, 1> {
-    // As `gantry_stages::dcgan::bce_logits` (crate-private there).
-    let x = if real { logits.neg() } else { logits };
-    softplus(x, 1.0).mean()
-}
-
 /// Part 1: the project's own `Batcher::batch` + `Dcgan::step`.
 fn time_dcgan_step(args: &Args, batcher: &Batcher, times: &mut Times) -> Res<()> {
     let device = Default::default();
@@ -355,7 +350,7 @@ fn time_breakdown<B: AutodiffBackend>(
         lap("d_upd.d_forward", times);
         let _ = scalar(sigmoid(d_real.clone().detach()).mean());
         let _ = scalar(sigmoid(d_fake.clone().detach()).mean());
-        let d_loss = bce(d_real, true) + bce(d_fake, false);
+        let d_loss = bce_logits(d_real, true) + bce_logits(d_fake, false);
         let _ = scalar(d_loss.clone().detach());
         lap("d_upd.loss", times);
         let grads = d_loss.backward();
@@ -368,7 +363,7 @@ fn time_breakdown<B: AutodiffBackend>(
         lap("g_upd.g_forward", times);
         let logits = d_forward(&d, out);
         lap("g_upd.d_forward", times);
-        let g_loss = bce(logits, true);
+        let g_loss = bce_logits(logits, true);
         let _ = scalar(g_loss.clone().detach());
         lap("g_upd.loss", times);
         let grads = g_loss.backward();

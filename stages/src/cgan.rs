@@ -26,26 +26,29 @@ use burn::module::{AutodiffModule, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::GradientsParams;
-use burn::tensor::activation::{leaky_relu, log_softmax, sigmoid, tanh};
+use burn::tensor::activation::{leaky_relu, sigmoid, tanh};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use gantry_datasets::Dataset;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::dcgan::{bce_logits, check_common, export_module, resolve_optimizer};
 use crate::train::backend::{OnBackend, dispatch};
 use crate::train::checkpoint::Loaded;
 use crate::train::data::{
-    Batch, Batcher, Stream, dropout_mask, label_tensor, latents, random_labels,
+    Batch, Batcher, Stream, dropout_mask, images_tensor, label_tensor, latents, random_labels,
 };
 use crate::train::driver::{
-    Gan, Schedule, generate_set, scalar, train, write_metrics, write_outputs, write_report,
+    EXTENDABLE, Gan, Schedule, check_common, generate_set, scalar, train, training_images,
+    write_metrics, write_outputs, write_report,
 };
 use crate::train::init::{Init, init};
 use crate::train::log::LossLog;
+use crate::train::loss::{bce_logits, cross_entropy, tensor_hits};
 use crate::train::nets::batch_norm;
-use crate::train::optim::{Optim, OptimizerParams, OptimizerSpec, load_gan, save_gan};
+use crate::train::optim::{
+    Optim, OptimizerParams, OptimizerSpec, export_module, load_gan, resolve_optimizer, save_gan,
+};
 use crate::train::plot::{Series, line_plot};
 use crate::{
     ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind, write_file,
@@ -199,14 +202,7 @@ impl StageKind for CganKind {
         true
     }
     fn extendable(&self) -> &'static [&'static str] {
-        &[
-            "epochs",
-            "sample_every",
-            "sample_steps",
-            "samples",
-            "grid",
-            "checkpoint_every",
-        ]
+        EXTENDABLE
     }
     fn params_schema(&self) -> schemars::Schema {
         schemars::schema_for!(CganParams)
@@ -254,7 +250,7 @@ impl StageKind for CganKind {
         let cfg: CganConfig = ctx.params()?;
         let input = ctx.input("input")?;
         let ds = Dataset::load(&input.dataset_file())?;
-        let images = crate::dcgan::training_images(&ds, &input.stage)?;
+        let images = training_images(&ds, &input.stage)?;
         let labels = ds.labels.clone().ok_or_else(|| {
             StageError::Failed(format!(
                 "input `{}` has no labels; `cgan` needs a labelled dataset (image folders \
@@ -475,33 +471,6 @@ impl<B: Backend> AuxDiscriminator<B> {
     }
 }
 
-/// Mean cross-entropy of class logits against labels.
-fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-    let n = labels.dims()[0];
-    log_softmax(logits, 1)
-        .gather(1, labels.reshape([n, 1]))
-        .mean()
-        .neg()
-}
-
-/// The fraction of rows whose largest logit is the label.
-fn accuracy<B: Backend>(logits: Tensor<B, 2>, labels: &[u32]) -> f64 {
-    let n = labels.len();
-    let pred: Vec<i64> = logits
-        .argmax(1)
-        .reshape([n])
-        .into_data()
-        .convert::<i64>()
-        .into_vec::<i64>()
-        .unwrap_or_default();
-    let hits = pred
-        .iter()
-        .zip(labels)
-        .filter(|(p, l)| **p == **l as i64)
-        .count();
-    hits as f64 / n.max(1) as f64
-}
-
 pub struct Cgan<B: AutodiffBackend> {
     g: CondGenerator<B>,
     d: AuxDiscriminator<B>,
@@ -595,15 +564,14 @@ impl<B: AutodiffBackend> Cgan<B> {
     ) -> Result<f64, StageError> {
         let (set, labels) = generate_set(generator, seed, Stream::Labels, n, device)?;
         let d = self.d.valid();
-        let mut hits = 0.0;
+        let mut hits = 0;
         for start in (0..set.len()).step_by(100) {
             let idx: Vec<usize> = (start..(start + 100).min(set.len())).collect();
-            let batcher = Batcher::new(set.clone(), Some(labels.clone()), 1, 0);
-            let b = batcher.gather::<B::InnerBackend>(&idx, device);
-            let (_, logits) = d.forward(b.images, None);
-            hits += accuracy(logits, &labels[start..start + idx.len()]) * idx.len() as f64;
+            let images = images_tensor::<B::InnerBackend>(&set, &idx, device);
+            let (_, logits) = d.forward(images, None);
+            hits += tensor_hits(logits, &labels[start..start + idx.len()]);
         }
-        Ok(hits / set.len().max(1) as f64)
+        Ok(hits as f64 / set.len().max(1) as f64)
     }
 
     fn generated_accuracy(
@@ -641,8 +609,8 @@ impl<B: AutodiffBackend> Gan<B> for Cgan<B> {
         let fake = self.g.forward(zc.clone(), self.size).detach();
         let (rl, rc) = self.d.forward(batch.images, Some(&self.masks(step, 0, n)));
         let (fl, fc) = self.d.forward(fake, Some(&self.masks(step, 1, n)));
-        let acc = accuracy(rc.clone().detach(), &real_labels);
-        let fake_acc = accuracy(fc.clone().detach(), &fake_labels);
+        let acc = tensor_hits(rc.clone().detach(), &real_labels) as f64 / n as f64;
+        let fake_acc = tensor_hits(fc.clone().detach(), &fake_labels) as f64 / n as f64;
         let d_real = scalar(sigmoid(rl.clone().detach()).mean());
         let d_loss = bce_logits(rl, true)
             + bce_logits(fl, false)

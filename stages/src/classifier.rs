@@ -29,17 +29,18 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::GradientsParams;
-use burn::tensor::activation::{log_softmax, relu, softmax};
+use burn::tensor::Tensor;
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Int, Tensor};
 use gantry_datasets::{Dataset, ImageSet};
 use rand::seq::SliceRandom;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::train::backend::{OnBackend, dispatch};
-use crate::train::data::{Batcher, Stream, label_tensor, rng};
+use crate::train::data::{Batcher, Stream, images_tensor, label_tensor, rng};
 use crate::train::init::{Init, init};
+use crate::train::loss::{cross_entropy, hits, tensor_hits};
 use crate::train::optim::OptimizerSpec;
 use crate::{
     ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind, write_file,
@@ -291,7 +292,7 @@ impl OnBackend for Job<'_> {
             let (_, logits) = model.forward(batch.images);
             if step + spe >= total {
                 // Accuracy over the last epoch.
-                let hits = hits(logits.clone().detach().inner(), &labels);
+                let hits = tensor_hits(logits.clone().detach().inner(), &labels);
                 train_hits = (train_hits.0 + hits, train_hits.1 + labels.len());
             }
             let loss = cross_entropy(logits, label_tensor::<B>(&labels, &device));
@@ -305,15 +306,11 @@ impl OnBackend for Job<'_> {
         } else {
             let (probs, _) = apply(&inner, &test.0, &device)?;
             let k = spec.classes.len();
-            let correct = probs
-                .chunks(k)
-                .zip(&test.1)
-                .filter(|(p, l)| argmax(p) == **l as usize)
-                .count();
+            let correct = hits(&probs, k, &test.1);
             Some(correct as f64 / test.1.len() as f64)
         };
         let train_acc = train_hits.0 as f64 / train_hits.1.max(1) as f64;
-        crate::dcgan::export_module(&inner, &ctx.out_dir.join(WEIGHTS_FILE))?;
+        crate::train::optim::export_module(&inner, &ctx.out_dir.join(WEIGHTS_FILE))?;
         write_json(
             &ctx.out_dir.join(SPEC_FILE),
             &serde_json::to_value(&spec).map_err(|e| StageError::Failed(e.to_string()))?,
@@ -337,49 +334,17 @@ impl OnBackend for Job<'_> {
     }
 }
 
-fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, labels: Tensor<B, 1, Int>) -> Tensor<B, 1> {
-    let n = labels.dims()[0];
-    log_softmax(logits, 1)
-        .gather(1, labels.reshape([n, 1]))
-        .mean()
-        .neg()
-}
-
-fn hits<B: Backend>(logits: Tensor<B, 2>, labels: &[u32]) -> usize {
-    let k = logits.dims()[1];
-    let v: Vec<f32> = logits
-        .into_data()
-        .convert::<f32>()
-        .into_vec()
-        .unwrap_or_default();
-    v.chunks(k)
-        .zip(labels)
-        .filter(|(row, l)| argmax(row) == **l as usize)
-        .count()
-}
-
-fn argmax(row: &[f32]) -> usize {
-    row.iter()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |(bi, bv), (i, &v)| {
-            if v > bv { (i, v) } else { (bi, bv) }
-        })
-        .0
-}
-
 /// Class probabilities [N·K] and features [N·128] of every image of `set`, in batches.
 pub fn apply<B: Backend>(
     model: &SmallCnn<B>,
     set: &ImageSet,
     device: &B::Device,
 ) -> Result<(Vec<f32>, Vec<f32>), StageError> {
-    let batcher = Batcher::new(set.clone(), None, 1, 0);
     let mut probs = Vec::new();
     let mut feats = Vec::new();
     for start in (0..set.len()).step_by(256) {
         let idx: Vec<usize> = (start..(start + 256).min(set.len())).collect();
-        let b = batcher.gather::<B>(&idx, device);
-        let (f, logits) = model.forward(b.images);
+        let (f, logits) = model.forward(images_tensor::<B>(set, &idx, device));
         let read = |t: Tensor<B, 2>| -> Result<Vec<f32>, StageError> {
             t.into_data()
                 .convert::<f32>()

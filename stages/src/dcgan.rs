@@ -18,10 +18,10 @@
 //! `loss_ratio.csv` and `loss_ratio.svg`: the log of the G:D loss ratio per epoch, the
 //! curve of seed 003's Figure 1.
 
-use burn::module::{AutodiffModule, Module};
+use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
-use burn::tensor::activation::{sigmoid, softplus};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::AutodiffBackend;
 use gantry_datasets::Dataset;
 use schemars::JsonSchema;
@@ -31,11 +31,15 @@ use crate::train::backend::{OnBackend, dispatch};
 use crate::train::checkpoint::Loaded;
 use crate::train::data::{Batch, Batcher, Stream, latents};
 use crate::train::driver::{
-    Gan, Schedule, scalar, train, write_metrics, write_outputs, write_report,
+    EXTENDABLE, Gan, Schedule, check_common, scalar, train, training_images, write_metrics,
+    write_outputs, write_report,
 };
 use crate::train::init::{Init, init};
+use crate::train::loss::bce_logits;
 use crate::train::nets::{Discriminator, Generator};
-use crate::train::optim::{Optim, OptimizerParams, OptimizerSpec, load_gan, save_gan};
+use crate::train::optim::{
+    Optim, OptimizerParams, OptimizerSpec, export_module, load_gan, resolve_optimizer, save_gan,
+};
 use crate::train::plot::{Series, line_plot};
 use crate::{
     ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind, write_file,
@@ -120,42 +124,6 @@ fn dcgan_optimizer() -> OptimizerSpec {
     OptimizerSpec::adam(2e-4, 0.5, 0.999)
 }
 
-/// Range checks shared by the training stages.
-pub(crate) fn check_common(
-    batch_size: usize,
-    latent_dim: usize,
-    features: usize,
-    samples: usize,
-    grid: usize,
-) -> Result<(), ParamsError> {
-    for (key, v) in [
-        ("batch_size", batch_size),
-        ("latent_dim", latent_dim),
-        ("features", features),
-        ("grid", grid),
-    ] {
-        if v == 0 {
-            return Err(ParamsError::invalid(&[key], "must be at least 1"));
-        }
-    }
-    if samples == 0 {
-        return Err(ParamsError::invalid(&["samples"], "must be at least 1"));
-    }
-    Ok(())
-}
-
-/// Resolve an optimizer's params over the stage's defaults, checking its values.
-pub(crate) fn resolve_optimizer(
-    key: &str,
-    p: &OptimizerParams,
-    defaults: &OptimizerSpec,
-) -> Result<OptimizerSpec, ParamsError> {
-    let spec = defaults.with(p);
-    spec.validate()
-        .map_err(|(field, msg)| ParamsError::invalid(&[key, field], msg))?;
-    Ok(spec)
-}
-
 pub struct DcganKind;
 
 /// Checked params with the optimizers resolved (what the stage key is made of).
@@ -216,14 +184,7 @@ impl StageKind for DcganKind {
         true
     }
     fn extendable(&self) -> &'static [&'static str] {
-        &[
-            "epochs",
-            "sample_every",
-            "sample_steps",
-            "samples",
-            "grid",
-            "checkpoint_every",
-        ]
+        EXTENDABLE
     }
     fn params_schema(&self) -> schemars::Schema {
         schemars::schema_for!(DcganParams)
@@ -269,29 +230,6 @@ impl StageKind for DcganKind {
         let batcher = Batcher::new(images, None, cfg.batch_size, ctx.seed);
         dispatch(&ctx.backend, &ctx.gpus, Job { ctx, cfg, batcher })?
     }
-}
-
-/// The `images` part of a single-layout dataset, square.
-pub(crate) fn training_images(
-    ds: &Dataset,
-    stage: &str,
-) -> Result<gantry_datasets::ImageSet, StageError> {
-    let images = ds.parts.get("images").ok_or_else(|| {
-        StageError::Failed(format!(
-            "input `{stage}` is a {} dataset; training needs a single set of images",
-            ds.layout.as_str()
-        ))
-    })?;
-    if images.is_empty() {
-        return Err(StageError::Failed(format!("input `{stage}` has no images")));
-    }
-    if images.width != images.height {
-        return Err(StageError::Failed(format!(
-            "input `{stage}` has {}x{} images; training needs square ones (downsample first)",
-            images.width, images.height
-        )));
-    }
-    Ok(images.clone())
 }
 
 struct Job<'a> {
@@ -378,16 +316,6 @@ impl<B: AutodiffBackend> Dcgan<B> {
     }
 }
 
-/// BCE with logits against all-ones (`real`) or all-zeros, averaged.
-pub(crate) fn bce_logits<B: burn::tensor::backend::Backend>(
-    logits: Tensor<B, 1>,
-    real: bool,
-) -> Tensor<B, 1> {
-    // -log σ(x) = softplus(-x); -log(1 - σ(x)) = softplus(x).
-    let x = if real { logits.neg() } else { logits };
-    softplus(x, 1.0).mean()
-}
-
 impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
     fn columns(&self) -> Vec<&'static str> {
         vec!["d_loss", "g_loss", "g_d_ratio", "d_real", "d_fake"]
@@ -450,40 +378,6 @@ impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
         export_module(&self.g.valid(), &dir.join("generator.safetensors"))?;
         export_module(&self.d.valid(), &dir.join("discriminator.safetensors"))
     }
-}
-
-/// A module's weights as safetensors, named by their paths in the module
-/// (`convs.0.weight`), written in a deterministic order so that equal weights give equal
-/// files (burn-store's own writer orders its metadata by hash).
-pub(crate) fn export_module<B: burn::tensor::backend::Backend, M: Module<B>>(
-    m: &M,
-    path: &std::path::Path,
-) -> Result<(), StageError> {
-    use burn_store::ModuleSnapshot;
-    let fail = |e: String| StageError::Failed(format!("writing {}: {e}", path.display()));
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    for snap in m.collect(None, None, true) {
-        let data = snap.to_data().map_err(|e| fail(format!("{e:?}")))?;
-        let shape = data.shape.to_vec();
-        let values: Vec<f32> = data
-            .convert::<f32>()
-            .into_vec::<f32>()
-            .map_err(|e| fail(format!("{e:?}")))?;
-        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
-        tensors.push((snap.full_path(), shape, bytes));
-    }
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
-        .iter()
-        .map(|(name, shape, bytes)| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                .map(|v| (name.clone(), v))
-                .map_err(|e| fail(e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
-    let meta = std::collections::HashMap::from([("producer".to_string(), "gantry".to_string())]);
-    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))?;
-    write_file(path, &bytes)
 }
 
 /// Seed 003's Figure 1: log of the generator:discriminator loss ratio per epoch.

@@ -329,7 +329,7 @@ fn classifier_metrics(
         outputs.insert(name, crate::classifier::apply(&clf.model, set, &device)?);
     }
     for (name, set) in reals.iter().chain(fakes) {
-        let (probs, feats) = &outputs[name.as_str()];
+        let (probs, _) = &outputs[name.as_str()];
         if p.metrics.contains(&Metric::InceptionScore) {
             let splits = p.is_splits.min(set.len()).max(1);
             let is = crate::metrics::inception_score::inception_score(probs, set.len(), k, splits)
@@ -339,26 +339,12 @@ fn classifier_metrics(
         if p.metrics.contains(&Metric::ClassAccuracy)
             && let Some(l) = labels.get(name)
         {
-            let hits = probs
-                .chunks(k)
-                .zip(l)
-                .filter(|(row, l)| {
-                    row.iter()
-                        .enumerate()
-                        .fold(
-                            (0, f32::NEG_INFINITY),
-                            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                        )
-                        .0
-                        == **l as usize
-                })
-                .count();
+            let hits = crate::train::loss::hits(probs, k, l);
             entry(sets, name).insert(
                 "class_accuracy".into(),
                 serde_json::json!(hits as f64 / l.len().max(1) as f64),
             );
         }
-        let _ = feats;
     }
     if p.metrics.contains(&Metric::Fid) {
         use crate::metrics::frechet::{FeatureStats, frechet_distance};

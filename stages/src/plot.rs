@@ -121,7 +121,7 @@ impl StageKind for PlotKind {
                 .filter(|(x, _)| p.x_max.is_none_or(|m| *x <= m))
                 .collect();
             for (x, y) in &points {
-                let _ = writeln!(points_csv, "{},{x},{y}", csv_field(&a.stage));
+                let _ = writeln!(points_csv, "{},{x},{y}", crate::table::csv_field(&a.stage));
             }
             series.push(Series {
                 name: a.stage.clone(),
@@ -167,14 +167,6 @@ impl StageKind for PlotKind {
             }
         }
         write_file(&ctx.out_dir.join(crate::REPORT_FILE), md.as_bytes())
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
     }
 }
 

@@ -377,7 +377,7 @@ fn csv(p: &TableParams, cells: &[Vec<Cell>]) -> String {
     s
 }
 
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     if s.contains([',', '"', '\n']) {
         format!("\"{}\"", s.replace('"', "\"\""))
     } else {

@@ -36,16 +36,18 @@ use rand::Rng;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::dcgan::{check_common, export_module, resolve_optimizer, training_images};
 use crate::train::backend::{OnBackend, dispatch};
 use crate::train::checkpoint::Loaded;
 use crate::train::data::{Batch, Batcher, Stream, latents, rng};
 use crate::train::driver::{
-    Gan, Schedule, scalar, train, write_metrics, write_outputs, write_report,
+    EXTENDABLE, Gan, Schedule, check_common, scalar, train, training_images, write_metrics,
+    write_outputs, write_report,
 };
 use crate::train::init::{Init, clip_weights, init};
 use crate::train::nets::{Discriminator, Generator};
-use crate::train::optim::{Optim, OptimizerParams, OptimizerSpec, load_gan, save_gan};
+use crate::train::optim::{
+    Optim, OptimizerParams, OptimizerSpec, export_module, load_gan, resolve_optimizer, save_gan,
+};
 use crate::{ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -212,14 +214,7 @@ impl StageKind for WganKind {
         true
     }
     fn extendable(&self) -> &'static [&'static str] {
-        &[
-            "epochs",
-            "sample_every",
-            "sample_steps",
-            "samples",
-            "grid",
-            "checkpoint_every",
-        ]
+        EXTENDABLE
     }
     fn params_schema(&self) -> schemars::Schema {
         schemars::schema_for!(WganParams)
@@ -461,7 +456,8 @@ impl<B: AutodiffBackend> Gan<B> for Wgan<B> {
         // The penalty first: its input-gradient pass runs a backward of its own, and burn's
         // autodiff frees the graph nodes of the critic's parameters on backward, so forward
         // passes built before it would lose their path to the parameters.
-        let (mut gp_v, mut norm_v, mut at_kinks) = (0.0, f64::NAN, 0.0);
+        // The clip variant has no penalty pass: its gp, slope and kink share stay 0.
+        let (mut gp_v, mut norm_v, mut at_kinks) = (0.0, 0.0, 0.0);
         let gp = if self.cfg.variant == Variant::Gp {
             let x_hat = interpolate(real.clone(), fake.clone(), self.seed, step as u64);
             let (gp, slope, skipped) =
@@ -505,10 +501,6 @@ impl<B: AutodiffBackend> Gan<B> for Wgan<B> {
             self.g = self
                 .g_opt
                 .step(self.cfg.g_optimizer.lr, self.g.clone(), grads);
-        }
-        if norm_v.is_nan() {
-            // Clip variant: no penalty pass; log 0 rather than NaN (NaN stops training).
-            norm_v = 0.0;
         }
         vec![critic_v, g_loss_v, wasserstein, gp_v, norm_v, at_kinks]
     }

@@ -157,29 +157,39 @@ impl Batcher {
 
     /// Images `idx` as a batch.
     pub fn gather<B: Backend>(&self, idx: &[usize], device: &B::Device) -> Batch<B> {
-        let (h, w) = self.size();
-        let c = self.channels();
-        let plane = h * w;
-        let mut v = vec![0f32; idx.len() * c * plane];
-        for (bi, &i) in idx.iter().enumerate() {
-            let img = self.images.image(i);
-            let dst = &mut v[bi * c * plane..(bi + 1) * c * plane];
-            // NHWC u8 → CHW f32 in [-1, 1].
-            for (p, px) in img.chunks_exact(c).enumerate() {
-                for (ch, &b) in px.iter().enumerate() {
-                    dst[ch * plane + p] = b as f32 / 127.5 - 1.0;
-                }
-            }
-        }
         let labels = self
             .labels
             .as_ref()
             .map(|l| idx.iter().map(|&i| l[i]).collect());
         Batch {
-            images: Tensor::from_data(TensorData::new(v, [idx.len(), c, h, w]), device),
+            images: images_tensor(&self.images, idx, device),
             labels,
         }
     }
+}
+
+/// Images `idx` of `set` (u8 NHWC) as an NCHW tensor scaled to [-1, 1].
+pub fn images_tensor<B: Backend>(
+    set: &ImageSet,
+    idx: &[usize],
+    device: &B::Device,
+) -> Tensor<B, 4> {
+    let (h, w, c) = (
+        set.height as usize,
+        set.width as usize,
+        set.channels as usize,
+    );
+    let plane = h * w;
+    let mut v = vec![0f32; idx.len() * c * plane];
+    for (bi, &i) in idx.iter().enumerate() {
+        let dst = &mut v[bi * c * plane..(bi + 1) * c * plane];
+        for (p, px) in set.image(i).chunks_exact(c).enumerate() {
+            for (ch, &b) in px.iter().enumerate() {
+                dst[ch * plane + p] = b as f32 / 127.5 - 1.0;
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(v, [idx.len(), c, h, w]), device)
 }
 
 /// NCHW images in [-1, 1] back to u8 NHWC, as an [`ImageSet`].

@@ -6,9 +6,8 @@
 use std::path::Path;
 use std::time::Instant;
 
-use burn::module::AutodiffModule;
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion as _, Tensor};
 use gantry_datasets::{Dataset, ImageSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -44,6 +43,59 @@ pub trait Gan<B: AutodiffBackend>: Sized {
     fn load(self, ck: &mut Loaded, device: &B::Device) -> Result<Self, StageError>;
     /// The generator's weights as a file other tools can open.
     fn export(&self, dir: &Path) -> Result<(), StageError>;
+}
+
+/// Params of every training stage that change what it writes, not what it trains: a run
+/// that differs from an earlier one only in these continues from its checkpoints.
+pub const EXTENDABLE: &[&str] = &[
+    "epochs",
+    "sample_every",
+    "sample_steps",
+    "samples",
+    "grid",
+    "checkpoint_every",
+];
+
+/// Range checks shared by the training stages.
+pub fn check_common(
+    batch_size: usize,
+    latent_dim: usize,
+    features: usize,
+    samples: usize,
+    grid: usize,
+) -> Result<(), crate::ParamsError> {
+    for (key, v) in [
+        ("batch_size", batch_size),
+        ("latent_dim", latent_dim),
+        ("features", features),
+        ("grid", grid),
+        ("samples", samples),
+    ] {
+        if v == 0 {
+            return Err(crate::ParamsError::invalid(&[key], "must be at least 1"));
+        }
+    }
+    Ok(())
+}
+
+/// The `images` part of a single-layout dataset, square.
+pub fn training_images(ds: &Dataset, stage: &str) -> Result<ImageSet, StageError> {
+    let images = ds.parts.get("images").ok_or_else(|| {
+        StageError::Failed(format!(
+            "input `{stage}` is a {} dataset; training needs a single set of images",
+            ds.layout.as_str()
+        ))
+    })?;
+    if images.is_empty() {
+        return Err(StageError::Failed(format!("input `{stage}` has no images")));
+    }
+    if images.width != images.height {
+        return Err(StageError::Failed(format!(
+            "input `{stage}` has {}x{} images; training needs square ones (downsample first)",
+            images.width, images.height
+        )));
+    }
+    Ok(images.clone())
 }
 
 /// Params every training stage has.
@@ -357,13 +409,6 @@ pub fn write_outputs<B: AutodiffBackend, G: Gan<B>>(
 /// The mean of a scalar tensor read back as f64 (one sync with the device).
 pub fn scalar<B: Backend>(t: Tensor<B, 1>) -> f64 {
     t.into_scalar().elem::<f64>()
-}
-
-use burn::tensor::ElementConversion as _;
-
-/// The inner (no-autodiff) module for inference.
-pub fn inference<B: AutodiffBackend, M: AutodiffModule<B>>(m: &M) -> M::InnerModule {
-    m.valid()
 }
 
 /// `metrics.json` of a training stage: each logged value at the last step and averaged

@@ -8,6 +8,7 @@ pub mod data;
 pub mod driver;
 pub mod init;
 pub mod log;
+pub mod loss;
 pub mod nets;
 pub mod optim;
 pub mod plot;

@@ -1,7 +1,7 @@
 //! Adam and RMSprop with per-network settings, as params and as burn optimizers whose
 //! state goes into checkpoints.
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, RmsProp, RmsPropConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
@@ -224,4 +224,50 @@ where
         load_module::<B, _>(d, ck.take("d.mpk")?, device)?,
         d_opt.load(ck.take("d_optim.mpk")?, device)?,
     ))
+}
+
+/// Resolve an optimizer's params over the stage's defaults, checking its values.
+pub fn resolve_optimizer(
+    key: &str,
+    p: &OptimizerParams,
+    defaults: &OptimizerSpec,
+) -> Result<OptimizerSpec, crate::ParamsError> {
+    let spec = defaults.with(p);
+    spec.validate()
+        .map_err(|(field, msg)| crate::ParamsError::invalid(&[key, field], msg))?;
+    Ok(spec)
+}
+
+/// A module's weights as safetensors, named by their paths in the module
+/// (`convs.0.weight`), written in a deterministic order so that equal weights give equal
+/// files (burn-store's own writer orders its metadata by hash).
+pub fn export_module<B: burn::tensor::backend::Backend, M: Module<B>>(
+    m: &M,
+    path: &std::path::Path,
+) -> Result<(), StageError> {
+    use burn_store::ModuleSnapshot;
+    let fail = |e: String| StageError::Failed(format!("writing {}: {e}", path.display()));
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for snap in m.collect(None, None, true) {
+        let data = snap.to_data().map_err(|e| fail(format!("{e:?}")))?;
+        let shape = data.shape.to_vec();
+        let values: Vec<f32> = data
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .map_err(|e| fail(format!("{e:?}")))?;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        tensors.push((snap.full_path(), shape, bytes));
+    }
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
+                .map(|v| (name.clone(), v))
+                .map_err(|e| fail(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let meta = std::collections::HashMap::from([("producer".to_string(), "gantry".to_string())]);
+    let bytes = safetensors::serialize(views, Some(meta)).map_err(|e| fail(e.to_string()))?;
+    crate::write_file(path, &bytes)
 }
