@@ -41,6 +41,7 @@ use gantry_datasets::ImageSet;
 use gantry_stages::dcgan::{Dcgan, DcganConfig};
 use gantry_stages::train::backend::Cpu;
 use gantry_stages::train::data::{Batch, Batcher, Stream, latents};
+use gantry_stages::train::driver::Schedule;
 use gantry_stages::train::driver::{Gan, scalar};
 use gantry_stages::train::init::{Init, init};
 use gantry_stages::train::loss::bce_logits;
@@ -118,7 +119,6 @@ fn images(seed: u64) -> ImageSet {
 fn config() -> DcganConfig {
     let adam = OptimizerSpec::adam(2e-4, 0.5, 0.999);
     DcganConfig {
-        epochs: 1,
         batch_size: BATCH,
         g_advantage: 1,
         latent_dim: LATENT,
@@ -126,11 +126,14 @@ fn config() -> DcganConfig {
         g_optimizer: adam.clone(),
         d_optimizer: adam,
         init_std: INIT_STD,
-        checkpoint_every: 0,
-        sample_every: 0,
-        sample_steps: vec![],
-        samples: 64,
-        grid: 64,
+        schedule: Schedule {
+            epochs: 1,
+            checkpoint_every: 0,
+            sample_every: 0,
+            sample_steps: vec![],
+            samples: 64,
+            grid: 64,
+        },
     }
 }
 

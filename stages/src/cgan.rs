@@ -144,7 +144,6 @@ fn keras_rmsprop() -> OptimizerSpec {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CganConfig {
-    pub epochs: usize,
     pub batch_size: usize,
     pub latent_dim: usize,
     pub d_features: usize,
@@ -153,24 +152,9 @@ pub struct CganConfig {
     pub g_optimizer: OptimizerSpec,
     pub d_optimizer: OptimizerSpec,
     pub init_std: f64,
-    pub checkpoint_every: usize,
-    pub sample_every: usize,
-    pub sample_steps: Vec<usize>,
-    pub samples: usize,
-    pub grid: usize,
-}
-
-impl CganConfig {
-    fn schedule(&self) -> Schedule {
-        Schedule {
-            epochs: self.epochs,
-            checkpoint_every: self.checkpoint_every,
-            sample_every: self.sample_every,
-            sample_steps: self.sample_steps.clone(),
-            samples: self.samples,
-            grid: self.grid,
-        }
-    }
+    /// Epochs, checkpoints and samples: what may change without retraining.
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 pub struct CganKind;
@@ -224,7 +208,6 @@ impl StageKind for CganKind {
             ));
         }
         let cfg = CganConfig {
-            epochs: p.epochs,
             batch_size: p.batch_size,
             latent_dim: p.latent_dim,
             d_features: p.d_features,
@@ -233,11 +216,14 @@ impl StageKind for CganKind {
             g_optimizer: resolve_optimizer("g_optimizer", &p.g_optimizer, &keras_rmsprop())?,
             d_optimizer: resolve_optimizer("d_optimizer", &p.d_optimizer, &keras_rmsprop())?,
             init_std: p.init_std,
-            checkpoint_every: p.checkpoint_every,
-            sample_every: p.sample_every,
-            sample_steps: p.sample_steps,
-            samples: p.samples,
-            grid: p.grid,
+            schedule: Schedule {
+                epochs: p.epochs,
+                checkpoint_every: p.checkpoint_every,
+                sample_every: p.sample_every,
+                sample_steps: p.sample_steps,
+                samples: p.samples,
+                grid: p.grid,
+            },
         };
         Ok(Checked {
             canonical: serde_json::to_value(&cfg)
@@ -319,7 +305,7 @@ impl OnBackend for Job<'_> {
         let (size, _) = batcher.size();
         let channels = batcher.channels();
         let gan = Cgan::<B>::new(&cfg, size, channels, classes, ctx.seed, &device);
-        let schedule = cfg.schedule();
+        let schedule = cfg.schedule.clone();
         let out = train(ctx, &schedule, &batcher, gan, &device, label)?;
         let provenance = write_outputs(ctx, &schedule, &out, &device, &names)?;
         // The class head of the trained discriminator on generated images: for this

@@ -129,7 +129,6 @@ pub struct DcganKind;
 /// Checked params with the optimizers resolved (what the stage key is made of).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DcganConfig {
-    pub epochs: usize,
     pub batch_size: usize,
     pub g_advantage: usize,
     pub latent_dim: usize,
@@ -137,24 +136,9 @@ pub struct DcganConfig {
     pub g_optimizer: OptimizerSpec,
     pub d_optimizer: OptimizerSpec,
     pub init_std: f64,
-    pub checkpoint_every: usize,
-    pub sample_every: usize,
-    pub sample_steps: Vec<usize>,
-    pub samples: usize,
-    pub grid: usize,
-}
-
-impl DcganConfig {
-    fn schedule(&self) -> Schedule {
-        Schedule {
-            epochs: self.epochs,
-            checkpoint_every: self.checkpoint_every,
-            sample_every: self.sample_every,
-            sample_steps: self.sample_steps.clone(),
-            samples: self.samples,
-            grid: self.grid,
-        }
-    }
+    /// Epochs, checkpoints and samples: what may change without retraining.
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 const INPUTS: &[InputSlot] = &[InputSlot {
@@ -200,7 +184,6 @@ impl StageKind for DcganKind {
             return Err(ParamsError::invalid(&["g_advantage"], "must be at least 1"));
         }
         let cfg = DcganConfig {
-            epochs: p.epochs,
             batch_size: p.batch_size,
             g_advantage: p.g_advantage,
             latent_dim: p.latent_dim,
@@ -208,11 +191,14 @@ impl StageKind for DcganKind {
             g_optimizer: resolve_optimizer("g_optimizer", &p.g_optimizer, &dcgan_optimizer())?,
             d_optimizer: resolve_optimizer("d_optimizer", &p.d_optimizer, &dcgan_optimizer())?,
             init_std: p.init_std,
-            checkpoint_every: p.checkpoint_every,
-            sample_every: p.sample_every,
-            sample_steps: p.sample_steps,
-            samples: p.samples,
-            grid: p.grid,
+            schedule: Schedule {
+                epochs: p.epochs,
+                checkpoint_every: p.checkpoint_every,
+                sample_every: p.sample_every,
+                sample_steps: p.sample_steps,
+                samples: p.samples,
+                grid: p.grid,
+            },
         };
         let canonical =
             serde_json::to_value(&cfg).map_err(|e| ParamsError::invalid(&[], e.to_string()))?;
@@ -246,7 +232,7 @@ impl OnBackend for Job<'_> {
         let (size, _) = batcher.size();
         let channels = batcher.channels();
         let gan = Dcgan::<B>::new(&cfg, size, channels, ctx.seed, &device)?;
-        let schedule = cfg.schedule();
+        let schedule = cfg.schedule.clone();
         let out = train(ctx, &schedule, &batcher, gan, &device, label)?;
         let provenance = write_outputs(ctx, &schedule, &out, &device, &[])?;
         write_loss_ratio(ctx, &out.log)?;

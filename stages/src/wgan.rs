@@ -158,31 +158,15 @@ pub struct WganConfig {
     pub lambda: f64,
     pub gp_epsilon: f64,
     pub clip: f64,
-    pub epochs: usize,
     pub batch_size: usize,
     pub latent_dim: usize,
     pub features: usize,
     pub g_optimizer: OptimizerSpec,
     pub d_optimizer: OptimizerSpec,
     pub init_std: Option<f64>,
-    pub checkpoint_every: usize,
-    pub sample_every: usize,
-    pub sample_steps: Vec<usize>,
-    pub samples: usize,
-    pub grid: usize,
-}
-
-impl WganConfig {
-    fn schedule(&self) -> Schedule {
-        Schedule {
-            epochs: self.epochs,
-            checkpoint_every: self.checkpoint_every,
-            sample_every: self.sample_every,
-            sample_steps: self.sample_steps.clone(),
-            samples: self.samples,
-            grid: self.grid,
-        }
-    }
+    /// Epochs, checkpoints and samples: what may change without retraining.
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 pub struct WganKind;
@@ -251,7 +235,6 @@ impl StageKind for WganKind {
             lambda: p.lambda,
             gp_epsilon: p.gp_epsilon,
             clip: p.clip,
-            epochs: p.epochs,
             batch_size: p.batch_size,
             latent_dim: p.latent_dim,
             features: p.features,
@@ -262,11 +245,14 @@ impl StageKind for WganKind {
                 (None, Variant::Clip) => Some(0.02),
                 (None, Variant::Gp) => None,
             },
-            checkpoint_every: p.checkpoint_every,
-            sample_every: p.sample_every,
-            sample_steps: p.sample_steps,
-            samples: p.samples,
-            grid: p.grid,
+            schedule: Schedule {
+                epochs: p.epochs,
+                checkpoint_every: p.checkpoint_every,
+                sample_every: p.sample_every,
+                sample_steps: p.sample_steps,
+                samples: p.samples,
+                grid: p.grid,
+            },
         };
         Ok(Checked {
             canonical: serde_json::to_value(&cfg)
@@ -298,7 +284,7 @@ impl OnBackend for Job<'_> {
         ctx.set_backend_used(&label);
         let (size, _) = batcher.size();
         let gan = Wgan::<B>::new(&cfg, size, batcher.channels(), ctx.seed, &device)?;
-        let schedule = cfg.schedule();
+        let schedule = cfg.schedule.clone();
         let out = train(ctx, &schedule, &batcher, gan, &device, label)?;
         let provenance = write_outputs(ctx, &schedule, &out, &device, &[])?;
         write_metrics(ctx, &out.log, serde_json::Map::new())?;
