@@ -14,6 +14,10 @@
 //! round's wall time. With `--dump`, each filter's outputs are written, in the order
 //! of the files on the command line, to `DIR/<filter>.u8` so that the caller can
 //! compare them with Pillow's.
+//!
+//! It also times two rounds that only read memory (`floors` in the JSON): every source
+//! byte, and only the source rows that nearest samples. No filter can beat the first
+//! (box needs every byte) or nearest the second on the same data and threads.
 
 use std::collections::BTreeMap;
 use std::error::Error;
@@ -22,6 +26,7 @@ use std::time::Instant;
 
 use gantry_datasets::ImageSet;
 use gantry_stages::resize::{Filter, ResizeError, resize_set};
+use rayon::prelude::*;
 
 struct Args {
     width: u32,
@@ -103,6 +108,32 @@ fn load(files: &[PathBuf]) -> Result<Sets, Box<dyn Error>> {
     Ok(Sets { sets, order })
 }
 
+/// The source rows Pillow's nearest filter samples (`floor((i + 0.5) * step)`).
+fn nearest_rows(src: u32, dst: u32) -> Vec<usize> {
+    let step = f64::from(src) / f64::from(dst);
+    (0..dst)
+        .map(|i| (((f64::from(i) + 0.5) * step) as usize).min(src as usize - 1))
+        .collect()
+}
+
+/// A sum of every byte, in `u64` words so that it runs at memory speed.
+fn sum_bytes(bytes: &[u8]) -> u64 {
+    // SAFETY: every bit pattern is a valid u64; `align_to` only hands out aligned words.
+    let (head, words, tail) = unsafe { bytes.align_to::<u64>() };
+    let mut acc = [0u64; 8];
+    for w in words.chunks_exact(8) {
+        for (a, &x) in acc.iter_mut().zip(w) {
+            *a = a.wrapping_add(x);
+        }
+    }
+    let rest = words.chunks_exact(8).remainder().iter().copied();
+    let bytes = head.iter().chain(tail).map(|&b| u64::from(b));
+    acc.into_iter()
+        .chain(rest)
+        .chain(bytes)
+        .fold(0, u64::wrapping_add)
+}
+
 fn main() -> Result<(), Box<dyn Error>> {
     let args = parse_args()?;
     let loaded = load(&args.files)?;
@@ -141,6 +172,43 @@ fn main() -> Result<(), Box<dyn Error>> {
         );
     }
 
+    // What memory alone costs: reading every source byte (all a box filter needs) and
+    // reading only the source rows that nearest samples (each whole, as every cache
+    // line of them holds a sampled pixel at these ratios). Timed like the filters.
+    let mut floors = serde_json::Map::new();
+    for (name, rows_only) in [("read_all", false), ("read_sampled_rows", true)] {
+        let round = || -> u64 {
+            loaded
+                .sets
+                .iter()
+                .map(|set| {
+                    let row = set.width as usize * set.channels as usize;
+                    let rows: Vec<usize> = if rows_only {
+                        nearest_rows(set.height, args.height)
+                    } else {
+                        (0..set.height as usize).collect()
+                    };
+                    set.pixels
+                        .par_chunks(set.image_len())
+                        .map(|image| {
+                            rows.iter()
+                                .map(|&y| sum_bytes(&image[y * row..][..row]))
+                                .sum::<u64>()
+                        })
+                        .sum::<u64>()
+                })
+                .sum()
+        };
+        std::hint::black_box(pool.install(round));
+        let mut seconds = Vec::with_capacity(args.repeat);
+        for _ in 0..args.repeat {
+            let start = Instant::now();
+            std::hint::black_box(pool.install(round));
+            seconds.push(start.elapsed().as_secs_f64());
+        }
+        floors.insert(name.into(), serde_json::json!({ "seconds": seconds }));
+    }
+
     let shapes: Vec<_> = loaded
         .sets
         .iter()
@@ -152,6 +220,7 @@ fn main() -> Result<(), Box<dyn Error>> {
         "size": [args.width, args.height],
         "sets": shapes,
         "filters": report,
+        "floors": floors,
     });
     println!("{out}");
     Ok(())
