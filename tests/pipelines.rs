@@ -122,3 +122,85 @@ fn seed002_writes_table3_beside_the_published_row() {
         assert!(m[k].as_f64().is_some(), "{k} in {m}");
     }
 }
+
+#[path = "../stages/tests/support/inception_weights.rs"]
+#[allow(dead_code)]
+mod inception_weights;
+
+#[test]
+fn seed001_table2_scores_with_inception_v3_weights_from_a_local_file() {
+    let p = Project::new();
+    let file = pipeline("seed001_table2.yaml");
+    let small =
+        |seed: u32| format!("{{synthetic: {{count: 4, size: 256, channels: 3, seed: {seed}}}}}");
+    let (source, other) = (small(1), small(2));
+    let base = [
+        "-S",
+        &format!("source={source}"),
+        "-S",
+        &format!("other={other}"),
+        "-S",
+        "ms_ssim_pairs=20",
+    ];
+
+    // Without weights the Inception Score row is left out, and said so.
+    let mut args = vec!["run", "--json"];
+    args.extend(base);
+    args.push(&file);
+    let r = p.gantry(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let t = std::fs::read_to_string(p.out("seed001-table2", "table2").join("table.md")).unwrap();
+    assert!(!t.contains("Inception Score"), "{t}");
+    assert!(
+        r.stderr.contains("row `Inception Score` left out"),
+        "{}",
+        r.stderr
+    );
+
+    // With a weights file (pytorch-fid's network, formula weights: the plumbing, not the
+    // numbers, is under test here; tests/inception_reference.rs checks the numbers).
+    let weights = p.path("pt_inception.safetensors");
+    inception_weights::write_weights(&inception_weights::reference(), "fid", &weights);
+    let inception = format!("inception={{weights: {}}}", weights.display());
+    let mut args = vec!["run", "--json"];
+    args.extend(base);
+    args.extend([
+        "-S",
+        &inception,
+        "-S",
+        "metrics=[swd, ms_ssim, inception_score, fid]",
+        &file,
+    ]);
+    let r = p.gantry(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = metrics(&p, "seed001-table2", "evaluate");
+    for set in ["progan_standin", "srgan_standin", "real", "real64"] {
+        let is = &m["sets"][set]["inception_score"];
+        let mean = is["mean"].as_f64().unwrap();
+        assert!((1.0..=1008.0).contains(&mean), "{set}: {is}");
+    }
+    for set in ["progan_standin", "srgan_standin"] {
+        assert!(m["sets"][set]["fid"].as_f64().unwrap() >= 0.0, "{m}");
+    }
+    let t = std::fs::read_to_string(p.out("seed001-table2", "table2").join("table.md")).unwrap();
+    assert!(t.contains("Inception Score") && t.contains("2.127"), "{t}");
+
+    // The weights file is an input: changing its bytes makes evaluate stale, naming it.
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&weights, bytes).unwrap();
+    args[0] = "status";
+    args.retain(|a| *a != "--json");
+    let r = p.gantry(&args);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("evaluate"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("stale") && line.contains("pt_inception.safetensors"),
+        "{}",
+        r.stdout
+    );
+}

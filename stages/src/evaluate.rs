@@ -28,7 +28,7 @@ use indicatif::ProgressBar;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{ssim, swd};
+use crate::metrics::{inception, ssim, swd};
 use crate::{
     Artifact, ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind,
 };
@@ -83,6 +83,33 @@ pub struct EvaluateParams {
     /// Splits of the Inception Score (10, as Salimans et al.).
     #[serde(default = "default_is_splits")]
     pub is_splits: usize,
+    /// Inception-v3 for the Inception Score and FID, from a local weights file, instead
+    /// of a `classifier` stage (which `class_accuracy` still needs).
+    #[serde(default)]
+    pub inception: Option<InceptionParams>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct InceptionParams {
+    /// A PyTorch (`.pth`) or safetensors file with PyTorch's tensor names, relative to the
+    /// pipeline file: pytorch-fid's `pt_inception-2015-12-05-6726825d.pth` for the FID
+    /// papers report, or torchvision's Inception-v3 weights.
+    pub weights: std::path::PathBuf,
+    /// Which network the weights are for (default `fid`).
+    #[serde(default = "default_variant")]
+    pub variant: inception::Variant,
+    /// Images per forward pass (default 32).
+    #[serde(default = "default_inception_batch")]
+    pub batch: usize,
+}
+
+fn default_variant() -> inception::Variant {
+    inception::Variant::Fid
+}
+
+fn default_inception_batch() -> usize {
+    32
 }
 
 fn default_is_splits() -> usize {
@@ -142,7 +169,7 @@ impl StageKind for EvaluateKind {
     fn check(
         &self,
         params: serde_json::Value,
-        _base_dir: &std::path::Path,
+        base_dir: &std::path::Path,
     ) -> Result<Checked, ParamsError> {
         let (p, canonical) = crate::params::from_value::<EvaluateParams>(params)?;
         if p.metrics.is_empty() {
@@ -154,10 +181,24 @@ impl StageKind for EvaluateKind {
         if p.max_images == Some(0) {
             return Err(ParamsError::invalid(&["max_images"], "must be at least 1"));
         }
-        Ok(Checked {
-            canonical,
-            files: Vec::new(),
-        })
+        let mut files = Vec::new();
+        if let Some(inc) = &p.inception {
+            if inc.batch == 0 {
+                return Err(ParamsError::invalid(
+                    &["inception", "batch"],
+                    "must be at least 1",
+                ));
+            }
+            let weights = base_dir.join(&inc.weights);
+            if !weights.is_file() {
+                return Err(ParamsError::invalid(
+                    &["inception", "weights"],
+                    format!("no file {}", weights.display()),
+                ));
+            }
+            files.push(weights);
+        }
+        Ok(Checked { canonical, files })
     }
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
@@ -279,34 +320,24 @@ impl StageKind for EvaluateKind {
     }
 }
 
-/// Inception Score, FID and class accuracy through a trained `classifier`. Sets go
-/// through it in batches of 256; only the class probabilities and the 128 features per
-/// image are kept.
-fn classifier_metrics(
+/// Class probabilities and features of every set, from one network.
+struct NetOutputs {
+    classes: usize,
+    features: usize,
+    /// Per set: probabilities (`n x classes`) and features (`n x features`), row-major.
+    sets: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+/// Every set through the `classifier` stage's network, in batches of 256.
+fn classifier_outputs(
     ctx: &StageContext,
-    p: &EvaluateParams,
-    reals: &[(String, ImageSet)],
-    fakes: &[(String, ImageSet)],
-    labels: &BTreeMap<String, Vec<u32>>,
-    sets: &mut BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
-) -> Result<(), StageError> {
-    let Some(art) = ctx.inputs("classifier").first() else {
-        let wanted: Vec<String> = p
-            .metrics
-            .iter()
-            .filter(|m| m.needs_classifier())
-            .map(|m| json(m).map(|v| v.as_str().unwrap_or_default().to_string()))
-            .collect::<Result<_, _>>()?;
-        return Err(StageError::Failed(format!(
-            "metrics {} need a classifier: add `classifier: <a classifier stage>` to this stage",
-            wanted.join(", ")
-        )));
-    };
+    art: &Artifact,
+    all: &[&(String, ImageSet)],
+) -> Result<(NetOutputs, crate::classifier::Trained), StageError> {
     let clf = crate::classifier::load(&art.dir)?;
-    let k = clf.spec.classes.len();
     let device = Default::default();
-    let mut outputs: BTreeMap<&str, (Vec<f32>, Vec<f32>)> = BTreeMap::new();
-    for (name, set) in reals.iter().chain(fakes) {
+    let mut sets = BTreeMap::new();
+    for (name, set) in all.iter().copied() {
         ctx.check_cancelled()?;
         if (
             set.width as usize,
@@ -326,20 +357,114 @@ fn classifier_metrics(
             )));
         }
         ctx.progress.set_message(format!("classifier on {name}"));
-        outputs.insert(name, crate::classifier::apply(&clf.model, set, &device)?);
+        sets.insert(
+            name.clone(),
+            crate::classifier::apply(&clf.model, set, &device)?,
+        );
     }
-    for (name, set) in reals.iter().chain(fakes) {
-        let (probs, _) = &outputs[name.as_str()];
+    let out = NetOutputs {
+        classes: clf.spec.classes.len(),
+        features: crate::classifier::FEATURES,
+        sets,
+    };
+    Ok((out, clf))
+}
+
+/// Every set through Inception-v3, `batch` images at a time, with a progress bar.
+fn inception_outputs(
+    ctx: &StageContext,
+    inc: &InceptionParams,
+    all: &[&(String, ImageSet)],
+) -> Result<NetOutputs, StageError> {
+    let device = Default::default();
+    let weights = ctx.resolve(&inc.weights);
+    ctx.progress.set_message("loading Inception-v3");
+    let model = inception::load::<burn::backend::Flex>(&weights, inc.variant, &device)
+        .map_err(|e| StageError::Failed(format!("inception.weights: {e}")))?;
+    let mut sets = BTreeMap::new();
+    for (name, set) in all.iter().copied() {
+        ctx.check_cancelled()?;
+        ctx.progress.set_length(set.len() as u64);
+        ctx.progress.set_position(0);
+        ctx.progress.set_message(format!("Inception-v3 on {name}"));
+        let (features, probs) =
+            inception::apply(&model, set, inc.batch, &device, &|done: usize| {
+                ctx.progress.set_position(done as u64)
+            })
+            .map_err(|e| StageError::Failed(format!("Inception-v3 on `{name}`: {e}")))?;
+        sets.insert(name.clone(), (probs, features));
+    }
+    Ok(NetOutputs {
+        classes: inc.variant.classes(),
+        features: inception::FEATURES,
+        sets,
+    })
+}
+
+/// Inception Score and FID through Inception-v3 (when `inception` is given) or a trained
+/// `classifier`; class accuracy through the `classifier`. Only the class probabilities
+/// and the features of each image are kept.
+fn classifier_metrics(
+    ctx: &StageContext,
+    p: &EvaluateParams,
+    reals: &[(String, ImageSet)],
+    fakes: &[(String, ImageSet)],
+    labels: &BTreeMap<String, Vec<u32>>,
+    sets: &mut BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), StageError> {
+    let all: Vec<&(String, ImageSet)> = reals.iter().chain(fakes).collect();
+    let wants_scores =
+        p.metrics.contains(&Metric::InceptionScore) || p.metrics.contains(&Metric::Fid);
+    let needs_classifier =
+        p.metrics.contains(&Metric::ClassAccuracy) || (wants_scores && p.inception.is_none());
+    let classifier = match (ctx.inputs("classifier").first(), needs_classifier) {
+        (Some(art), true) => Some(classifier_outputs(ctx, art, &all)?.0),
+        (None, true) => {
+            let wanted: Vec<String> = p
+                .metrics
+                .iter()
+                .filter(|m| {
+                    **m == Metric::ClassAccuracy || (p.inception.is_none() && m.needs_classifier())
+                })
+                .map(|m| json(m).map(|v| v.as_str().unwrap_or_default().to_string()))
+                .collect::<Result<_, _>>()?;
+            return Err(StageError::Failed(format!(
+                "metrics {} need a classifier: add `classifier: <a classifier stage>` to \
+                 this stage{}",
+                wanted.join(", "),
+                if p.inception.is_none() && !p.metrics.contains(&Metric::ClassAccuracy) {
+                    " (or `inception: {weights: <file>}` for Inception-v3)"
+                } else {
+                    ""
+                }
+            )));
+        }
+        (_, false) => None,
+    };
+    let scorer = match &p.inception {
+        Some(inc) if wants_scores => Some(inception_outputs(ctx, inc, &all)?),
+        _ => None,
+    };
+    let Some(scores) = scorer.as_ref().or(classifier.as_ref()) else {
+        return Ok(());
+    };
+    for (name, set) in all.iter().copied() {
         if p.metrics.contains(&Metric::InceptionScore) {
+            let probs = &scores.sets[name.as_str()].0;
             let splits = p.is_splits.min(set.len()).max(1);
-            let is = crate::metrics::inception_score::inception_score(probs, set.len(), k, splits)
-                .map_err(|e| StageError::Failed(format!("Inception Score of `{name}`: {e}")))?;
+            let is = crate::metrics::inception_score::inception_score(
+                probs,
+                set.len(),
+                scores.classes,
+                splits,
+            )
+            .map_err(|e| StageError::Failed(format!("Inception Score of `{name}`: {e}")))?;
             entry(sets, name).insert("inception_score".into(), json(&is)?);
         }
         if p.metrics.contains(&Metric::ClassAccuracy)
-            && let Some(l) = labels.get(name)
+            && let (Some(clf), Some(l)) = (&classifier, labels.get(name))
         {
-            let hits = crate::train::loss::hits(probs, k, l);
+            let hits = crate::train::loss::hits(&clf.sets[name.as_str()].0, clf.classes, l);
             entry(sets, name).insert(
                 "class_accuracy".into(),
                 serde_json::json!(hits as f64 / l.len().max(1) as f64),
@@ -349,8 +474,8 @@ fn classifier_metrics(
     if p.metrics.contains(&Metric::Fid) {
         use crate::metrics::frechet::{FeatureStats, frechet_distance};
         let stats = |name: &str, n: usize| -> Result<FeatureStats, StageError> {
-            let mut s = FeatureStats::new(crate::classifier::FEATURES);
-            s.add_batch(&outputs[name].1, n)
+            let mut s = FeatureStats::new(scores.features);
+            s.add_batch(&scores.sets[name].1, n)
                 .map_err(|e| StageError::Failed(format!("FID features of `{name}`: {e}")))?;
             Ok(s)
         };

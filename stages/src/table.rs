@@ -59,6 +59,10 @@ fn default_digits() -> usize {
 pub struct Row {
     pub label: String,
     pub metric: String,
+    /// Leave the row out, with a note in the log, when no column's set has the metric
+    /// (e.g. the Inception Score of a pipeline run without Inception-v3 weights).
+    #[serde(default)]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -140,7 +144,7 @@ impl StageKind for TableKind {
     }
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
-        let p: TableParams = ctx.params()?;
+        let mut p: TableParams = ctx.params()?;
         // Every set's metrics from every input, and the images worth showing.
         let mut sets: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         let images_dir = ctx.out_dir.join("images");
@@ -180,6 +184,20 @@ impl StageKind for TableKind {
         }
         images.sort();
 
+        p.rows.retain(|row| {
+            let present = p.columns.iter().any(|col| {
+                sets.get(&col.set)
+                    .is_some_and(|set| lookup(set, &row.metric).is_some())
+            });
+            if row.optional && !present {
+                tracing::warn!(
+                    "row `{}` left out: no set has the metric `{}`",
+                    row.label,
+                    row.metric
+                );
+            }
+            present || !row.optional
+        });
         let mut cells: Vec<Vec<Cell>> = Vec::new();
         for row in &p.rows {
             let mut line = Vec::new();
