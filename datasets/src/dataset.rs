@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -69,7 +70,7 @@ impl Layout {
     }
 
     /// The part that `labels` index into, if this layout may carry labels.
-    fn labelled_part(self) -> Option<&'static str> {
+    pub fn labelled_part(self) -> Option<&'static str> {
         match self {
             Layout::Single => Some("images"),
             Layout::Paired => Some("a"),
@@ -347,6 +348,58 @@ impl Dataset {
     /// Reads a dataset written by [`Dataset::save`] (or by anything that follows the same
     /// layout), checking every shape and dtype.
     pub fn load(path: &Path) -> Result<Dataset, DatasetError> {
+        let reader = DatasetReader::open(path)?;
+        let mut parts = BTreeMap::new();
+        for (name, part) in &reader.parts {
+            parts.insert(name.clone(), reader.read(name, 0..part.count)?);
+        }
+        let dataset = Dataset {
+            layout: reader.layout,
+            parts,
+            labels: reader.labels,
+            classes: reader.classes,
+            meta: reader.meta,
+        };
+        dataset.validate(path)?;
+        Ok(dataset)
+    }
+}
+
+/// One part of a dataset file: its image shape, how many images, and where they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartInfo {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u8,
+    pub count: usize,
+    /// Byte offset of the first image in the file.
+    offset: u64,
+}
+
+impl PartInfo {
+    pub fn image_len(&self) -> usize {
+        self.width as usize * self.height as usize * self.channels as usize
+    }
+}
+
+/// A dataset file opened for reading images a range at a time, so that a set larger
+/// than memory can be streamed: the header, labels and class names are read at once,
+/// the pixels only when asked for.
+#[derive(Debug)]
+pub struct DatasetReader {
+    path: PathBuf,
+    file: File,
+    pub layout: Layout,
+    pub parts: BTreeMap<String, PartInfo>,
+    pub labels: Option<Vec<u32>>,
+    pub classes: Vec<String>,
+    pub meta: BTreeMap<String, String>,
+}
+
+impl DatasetReader {
+    /// Opens `path` and checks its header: the format version, every tensor's dtype and
+    /// shape, and that the file holds exactly the bytes the header describes.
+    pub fn open(path: &Path) -> Result<DatasetReader, DatasetError> {
         let io = |e| DatasetError::io(path, e);
         let bad = |reason: String| DatasetError::bad_dataset(path, reason);
         let mut file = File::open(path).map_err(io)?;
@@ -411,10 +464,6 @@ impl Dataset {
                 continue;
             };
             let (start, end) = t.data_offsets;
-            file.seek(SeekFrom::Start(data_start + start as u64))
-                .map_err(io)?;
-            let mut bytes = vec![0u8; end - start];
-            file.read_exact(&mut bytes).map_err(io)?;
             if name == LABELS_TENSOR {
                 if t.dtype != Dtype::I64 || t.shape.len() != 1 {
                     return Err(bad(format!(
@@ -422,6 +471,10 @@ impl Dataset {
                         t.dtype, t.shape
                     )));
                 }
+                file.seek(SeekFrom::Start(data_start + start as u64))
+                    .map_err(io)?;
+                let mut bytes = vec![0u8; end - start];
+                file.read_exact(&mut bytes).map_err(io)?;
                 let mut values = Vec::with_capacity(bytes.len() / 8);
                 for chunk in bytes.chunks_exact(8) {
                     let mut b = [0u8; 8];
@@ -434,7 +487,7 @@ impl Dataset {
                 labels = Some(values);
                 continue;
             }
-            let [_, h, w, c] = t.shape[..] else {
+            let [count, h, w, c] = t.shape[..] else {
                 return Err(bad(format!(
                     "tensor '{name}' has shape {:?}, expected [N, H, W, C]",
                     t.shape
@@ -450,25 +503,65 @@ impl Dataset {
             let (Ok(width), Ok(height), Ok(channels)) = dims else {
                 return Err(bad(format!("tensor '{name}' has shape {:?}", t.shape)));
             };
-            parts.insert(
-                name,
-                ImageSet {
-                    width,
-                    height,
-                    channels,
-                    pixels: bytes,
-                },
-            );
+            let info = PartInfo {
+                width,
+                height,
+                channels,
+                count,
+                offset: data_start + start as u64,
+            };
+            if Some(end - start) != count.checked_mul(info.image_len()) {
+                return Err(bad(format!(
+                    "tensor '{name}' has {} bytes for shape {:?}",
+                    end - start,
+                    t.shape
+                )));
+            }
+            parts.insert(name, info);
         }
-        let dataset = Dataset {
+        Ok(DatasetReader {
+            path: path.to_path_buf(),
+            file,
             layout,
             parts,
             labels,
             classes,
             meta,
-        };
-        dataset.validate(path)?;
-        Ok(dataset)
+        })
+    }
+
+    /// Images `range` of part `name`.
+    pub fn read(&self, name: &str, range: Range<usize>) -> Result<ImageSet, DatasetError> {
+        use std::os::unix::fs::FileExt;
+        let part = self.parts.get(name).ok_or_else(|| {
+            DatasetError::bad_dataset(
+                &self.path,
+                format!(
+                    "no part '{name}' (has: {})",
+                    self.parts.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            )
+        })?;
+        if range.start > range.end || range.end > part.count {
+            return Err(DatasetError::bad_dataset(
+                &self.path,
+                format!(
+                    "images {}..{} of part '{name}', which has {}",
+                    range.start, range.end, part.count
+                ),
+            ));
+        }
+        let len = part.image_len();
+        let mut set = ImageSet::new(part.width, part.height, part.channels);
+        set.pixels = vec![0u8; (range.end - range.start) * len];
+        self.file
+            .read_exact_at(&mut set.pixels, part.offset + (range.start * len) as u64)
+            .map_err(|e| DatasetError::io(&self.path, e))?;
+        Ok(set)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 
@@ -490,4 +583,46 @@ fn write_file(tmp: &Path, header: &[u8], payloads: &[Payload<'_>]) -> Result<(),
     let file = w.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod reader_tests {
+    use super::*;
+
+    #[test]
+    fn ranges_read_from_disk_equal_the_loaded_images() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("d.safetensors");
+        let mut images = ImageSet::new(3, 2, 3);
+        for i in 0..10u8 {
+            images.push(&[i; 18]);
+        }
+        let mut d = Dataset::single(images);
+        d.labels = Some((0..10).map(|i| i % 2).collect());
+        d.classes = vec!["even".into(), "odd".into()];
+        d.save(&path).unwrap();
+
+        let loaded = Dataset::load(&path).unwrap();
+        let reader = DatasetReader::open(&path).unwrap();
+        assert_eq!(reader.labels, loaded.labels);
+        let info = reader.parts["images"];
+        assert_eq!(
+            (info.width, info.height, info.channels, info.count),
+            (3, 2, 3, 10)
+        );
+        let whole = &loaded.parts["images"];
+        for (a, b) in [(0, 10), (3, 7), (9, 10), (5, 5)] {
+            let part = reader.read("images", a..b).unwrap();
+            assert_eq!(part.pixels, whole.pixels[a * 18..b * 18], "{a}..{b}");
+        }
+        let err = reader.read("images", 8..11).unwrap_err().to_string();
+        assert!(err.contains("8..11") && err.contains("10"), "{err}");
+        assert!(
+            reader
+                .read("b", 0..1)
+                .unwrap_err()
+                .to_string()
+                .contains("no part 'b'")
+        );
+    }
 }

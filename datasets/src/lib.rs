@@ -36,7 +36,7 @@ mod imageset;
 mod source;
 mod synthetic;
 
-pub use dataset::{DATASET_FILE, Dataset, Layout, MASK_PREFIX};
+pub use dataset::{DATASET_FILE, Dataset, DatasetReader, Layout, MASK_PREFIX, PartInfo};
 pub use error::DatasetError;
 pub use imageset::ImageSet;
 pub use source::{

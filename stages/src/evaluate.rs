@@ -17,17 +17,28 @@
 //! - `ms_ssim_paired`, `ssim_paired`: generated[i] against real[i] (reconstruction
 //!   quality); the sets must be the same size and count.
 //!
+//! - `inception_score`, `fid`: through Inception-v3 when `inception: {weights: FILE}`
+//!   names a local weights file (see [`crate::metrics::inception`]), otherwise through a
+//!   trained `classifier` stage's network; `class_accuracy` through the classifier.
+//!
+//! Memory: sets are read from their dataset files when a metric needs them, not all at
+//! once. Networks (Inception-v3, the classifier) read a set one batch at a time and keep
+//! only the class probabilities and a running mean and covariance of the features, so a
+//! set far larger than memory can be scored. SWD and MS-SSIM read one generated set and
+//! its real set whole (SWD's descriptors are larger than the images anyway).
+//!
 //! Writes `metrics.json` (`{"sets": {set: {metric: value}}}`), `metrics.csv`,
 //! `report.md`, and each set's sample grid under `samples/`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use gantry_datasets::{Dataset, ImageSet};
+use gantry_datasets::{DatasetReader, ImageSet};
 use indicatif::ProgressBar;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::metrics::frechet::{FeatureStats, frechet_distance};
 use crate::metrics::{inception, ssim, swd};
 use crate::{
     Artifact, ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind,
@@ -203,25 +214,16 @@ impl StageKind for EvaluateKind {
 
     fn run(&self, ctx: &StageContext) -> Result<(), StageError> {
         let p: EvaluateParams = ctx.params()?;
-        let mut labels: BTreeMap<String, Vec<u32>> = BTreeMap::new();
-        let mut load = |a: &Artifact| -> Result<(String, ImageSet), StageError> {
-            let d = Dataset::load(&a.dataset_file())?;
-            let set = pick_part(&d, p.part.as_deref(), &a.stage)?;
-            let set = truncate(set, p.max_images);
-            if let Some(l) = d.labels.filter(|l| l.len() >= set.len()) {
-                labels.insert(a.stage.clone(), l[..set.len()].to_vec());
-            }
-            Ok((a.stage.clone(), set))
-        };
-        let reals: Vec<(String, ImageSet)> = ctx
+        let open = |a: &Artifact| SetSource::open(a, &p);
+        let reals: Vec<SetSource> = ctx
             .inputs("real")
             .iter()
-            .map(&mut load)
+            .map(open)
             .collect::<Result<_, _>>()?;
-        let fakes: Vec<(String, ImageSet)> = ctx
+        let fakes: Vec<SetSource> = ctx
             .inputs("fake")
             .iter()
-            .map(&mut load)
+            .map(open)
             .collect::<Result<_, _>>()?;
 
         let mut sets: BTreeMap<String, serde_json::Map<String, serde_json::Value>> =
@@ -235,59 +237,59 @@ impl StageKind for EvaluateKind {
         };
         let seed = ctx.seed;
 
+        // Sets are read from their files when a metric needs them and dropped after, so
+        // that at most one generated set and its real set are in memory at once.
         if p.metrics.contains(&Metric::MsSsim) {
-            for (name, set) in reals.iter().chain(&fakes) {
+            for src in reals.iter().chain(&fakes) {
                 ctx.check_cancelled()?;
+                let name = &src.name;
+                let set = src.load()?;
                 let pb = bar(p.ms_ssim_pairs as u64, format!("MS-SSIM {name}"));
-                let r = ssim::ms_ssim_diversity(set, p.ms_ssim_pairs, seed, &ssim_cfg, pb)
+                let r = ssim::ms_ssim_diversity(&set, p.ms_ssim_pairs, seed, &ssim_cfg, pb)
                     .map_err(|e| StageError::Failed(format!("MS-SSIM of `{name}`: {e}")))?;
                 entry(&mut sets, name).insert("ms_ssim".into(), json(&r)?);
             }
         }
-        for (name, fake) in &fakes {
-            let (real_name, real) = matching_real(&reals, fake, name)?;
-            for m in &p.metrics {
+        let pair_metrics: Vec<Metric> = p
+            .metrics
+            .iter()
+            .copied()
+            .filter(|m| matches!(m, Metric::Swd | Metric::MsSsimPaired | Metric::SsimPaired))
+            .collect();
+        for fake_src in fakes.iter().filter(|_| !pair_metrics.is_empty()) {
+            let name = &fake_src.name;
+            let real_src = matching_real(&reals, fake_src)?;
+            let real_name = &real_src.name;
+            let (real, fake) = (real_src.load()?, fake_src.load()?);
+            for m in &pair_metrics {
                 ctx.check_cancelled()?;
-                let value = match m {
-                    Metric::MsSsim
-                    | Metric::InceptionScore
-                    | Metric::Fid
-                    | Metric::ClassAccuracy => continue,
+                let (key, value) = match m {
                     Metric::Swd => {
                         let pb: &ProgressBar = bar(0, format!("SWD {name} vs {real_name}"));
                         // SWD compares equal counts: the first n of the larger set.
                         let n = real.len().min(fake.len());
-                        let (real, fake) = (
-                            truncate(real.clone(), Some(n)),
-                            truncate(fake.clone(), Some(n)),
-                        );
-                        json(&swd::swd(&real, &fake, &p.swd, pb).map_err(|e| {
+                        let (real, fake) = (truncate(&real, n), truncate(&fake, n));
+                        let r = swd::swd(&real, &fake, &p.swd, pb).map_err(|e| {
                             StageError::Failed(format!("SWD of `{name}` vs `{real_name}`: {e}"))
-                        })?)?
+                        })?;
+                        ("swd", json(&r)?)
                     }
                     Metric::MsSsimPaired => {
-                        same_count(real, fake, real_name, name)?;
+                        same_count(&real, &fake, real_name, name)?;
                         let pb = bar(fake.len() as u64, format!("MS-SSIM {name} ↔ {real_name}"));
-                        json(
-                            &ssim::ms_ssim_paired(real, fake, &ssim_cfg, pb).map_err(|e| {
-                                StageError::Failed(format!(
-                                    "MS-SSIM of `{name}` vs `{real_name}`: {e}"
-                                ))
-                            })?,
-                        )?
+                        let r = ssim::ms_ssim_paired(&real, &fake, &ssim_cfg, pb).map_err(|e| {
+                            StageError::Failed(format!("MS-SSIM of `{name}` vs `{real_name}`: {e}"))
+                        })?;
+                        ("ms_ssim_paired", json(&r)?)
                     }
                     Metric::SsimPaired => {
-                        same_count(real, fake, real_name, name)?;
+                        same_count(&real, &fake, real_name, name)?;
                         let pb = bar(fake.len() as u64, format!("SSIM {name} ↔ {real_name}"));
-                        json(&ssim::ssim_paired(real, fake, &ssim_cfg, pb).map_err(|e| {
+                        let r = ssim::ssim_paired(&real, &fake, &ssim_cfg, pb).map_err(|e| {
                             StageError::Failed(format!("SSIM of `{name}` vs `{real_name}`: {e}"))
-                        })?)?
+                        })?;
+                        ("ssim_paired", json(&r)?)
                     }
-                };
-                let key = match m {
-                    Metric::Swd => "swd",
-                    Metric::MsSsimPaired => "ms_ssim_paired",
-                    Metric::SsimPaired => "ssim_paired",
                     _ => continue,
                 };
                 let e = entry(&mut sets, name);
@@ -297,16 +299,17 @@ impl StageKind for EvaluateKind {
         }
 
         if p.metrics.iter().any(|m| m.needs_classifier()) {
-            classifier_metrics(ctx, &p, &reals, &fakes, &labels, &mut sets)?;
+            classifier_metrics(ctx, &p, &reals, &fakes, &mut sets)?;
         }
 
         let samples = ctx.out_dir.join("samples");
         std::fs::create_dir_all(&samples).map_err(|e| StageError::io(&samples, e))?;
-        for (name, set) in reals.iter().chain(&fakes) {
+        for src in reals.iter().chain(&fakes) {
+            let first = src.read(0..src.count.min(64))?;
             crate::grid::save_grid(
-                set,
+                &first,
                 64,
-                &samples.join(format!("{}.png", crate::file_name_safe(name))),
+                &samples.join(format!("{}.png", crate::file_name_safe(&src.name))),
             )?;
         }
         let doc = serde_json::json!({ "sets": sets });
@@ -320,105 +323,186 @@ impl StageKind for EvaluateKind {
     }
 }
 
-/// Class probabilities and features of every set, from one network.
-struct NetOutputs {
-    classes: usize,
-    features: usize,
-    /// Per set: probabilities (`n x classes`) and features (`n x features`), row-major.
-    sets: BTreeMap<String, (Vec<f32>, Vec<f32>)>,
+/// One image set of the evaluation: a part of a stage's dataset file, read when a metric
+/// needs it — whole for SWD and MS-SSIM, a batch at a time for networks.
+struct SetSource {
+    name: String,
+    reader: DatasetReader,
+    part: String,
+    /// Images used (`max_images` applied).
+    count: usize,
+    /// One per used image, when the part is labelled.
+    labels: Option<Vec<u32>>,
 }
 
-/// Every set through the `classifier` stage's network, in batches of 256.
+impl SetSource {
+    fn open(a: &Artifact, p: &EvaluateParams) -> Result<SetSource, StageError> {
+        let reader = DatasetReader::open(&a.dataset_file())?;
+        let part = match p.part.as_deref() {
+            Some(part) => part.to_string(),
+            None if reader.parts.contains_key("images") => "images".into(),
+            None if reader.parts.contains_key("b") => "b".into(),
+            None => reader.parts.keys().next().cloned().unwrap_or_default(),
+        };
+        let Some(info) = reader.parts.get(&part) else {
+            return Err(StageError::Failed(format!(
+                "`{}` has no part `{part}`; parts: {}",
+                a.stage,
+                reader.parts.keys().cloned().collect::<Vec<_>>().join(", ")
+            )));
+        };
+        let count = p.max_images.map_or(info.count, |m| m.min(info.count));
+        let labelled = reader.layout.labelled_part() == Some(part.as_str());
+        let labels = reader
+            .labels
+            .as_ref()
+            .filter(|l| labelled && l.len() >= count)
+            .map(|l| l[..count].to_vec());
+        Ok(SetSource {
+            name: a.stage.clone(),
+            reader,
+            part,
+            count,
+            labels,
+        })
+    }
+
+    fn shape(&self) -> (u32, u32, u8) {
+        let info = &self.reader.parts[&self.part];
+        (info.width, info.height, info.channels)
+    }
+
+    fn read(&self, range: std::ops::Range<usize>) -> Result<ImageSet, StageError> {
+        Ok(self.reader.read(&self.part, range)?)
+    }
+
+    fn load(&self) -> Result<ImageSet, StageError> {
+        self.read(0..self.count)
+    }
+}
+
+/// Class probabilities and feature statistics of every set, from one network.
+struct NetOutputs {
+    classes: usize,
+    /// Per set: probabilities (`n x classes`, row-major) and the running mean and
+    /// covariance of the features (never the features themselves).
+    sets: BTreeMap<String, (Vec<f32>, FeatureStats)>,
+}
+
+/// A batch's class probabilities and features, row-major.
+type Outputs = (Vec<f32>, Vec<f32>);
+
+/// Images per batch when streaming a set through a network.
+const CLASSIFIER_BATCH: usize = 256;
+
+/// Streams every set through `net` (`batch` images at a time, read from disk batch by
+/// batch): memory holds one batch of images, the class probabilities and the feature
+/// statistics, whatever the size of the set.
+fn stream_outputs(
+    ctx: &StageContext,
+    what: &str,
+    all: &[&SetSource],
+    batch: usize,
+    classes: usize,
+    features: usize,
+    net: &dyn Fn(&ImageSet) -> Result<Outputs, StageError>,
+) -> Result<NetOutputs, StageError> {
+    let mut sets = BTreeMap::new();
+    for src in all.iter().copied() {
+        let name = &src.name;
+        ctx.progress.set_length(src.count as u64);
+        ctx.progress.set_position(0);
+        ctx.progress.set_message(format!("{what} on {name}"));
+        let mut probs = Vec::with_capacity(src.count * classes);
+        let mut stats = FeatureStats::new(features);
+        for first in (0..src.count).step_by(batch.max(1)) {
+            ctx.check_cancelled()?;
+            let end = (first + batch).min(src.count);
+            let (p, f) = net(&src.read(first..end)?)?;
+            probs.extend(p);
+            stats
+                .add_batch(&f, end - first)
+                .map_err(|e| StageError::Failed(format!("features of `{name}`: {e}")))?;
+            ctx.progress.set_position(end as u64);
+        }
+        sets.insert(name.clone(), (probs, stats));
+    }
+    Ok(NetOutputs { classes, sets })
+}
+
+/// Every set through the `classifier` stage's network.
 fn classifier_outputs(
     ctx: &StageContext,
     art: &Artifact,
-    all: &[&(String, ImageSet)],
-) -> Result<(NetOutputs, crate::classifier::Trained), StageError> {
+    all: &[&SetSource],
+) -> Result<NetOutputs, StageError> {
     let clf = crate::classifier::load(&art.dir)?;
     let device = Default::default();
-    let mut sets = BTreeMap::new();
-    for (name, set) in all.iter().copied() {
-        ctx.check_cancelled()?;
-        if (
-            set.width as usize,
-            set.height as usize,
-            set.channels as usize,
-        ) != (clf.spec.width, clf.spec.height, clf.spec.channels)
+    for src in all {
+        let (w, h, c) = src.shape();
+        if (w as usize, h as usize, c as usize)
+            != (clf.spec.width, clf.spec.height, clf.spec.channels)
         {
             return Err(StageError::Failed(format!(
-                "`{name}` has {}x{}x{} images but classifier `{}` was trained on {}x{}x{}",
-                set.width,
-                set.height,
-                set.channels,
-                art.stage,
-                clf.spec.width,
-                clf.spec.height,
-                clf.spec.channels
+                "`{}` has {w}x{h}x{c} images but classifier `{}` was trained on {}x{}x{}",
+                src.name, art.stage, clf.spec.width, clf.spec.height, clf.spec.channels
             )));
         }
-        ctx.progress.set_message(format!("classifier on {name}"));
-        sets.insert(
-            name.clone(),
-            crate::classifier::apply(&clf.model, set, &device)?,
-        );
     }
-    let out = NetOutputs {
-        classes: clf.spec.classes.len(),
-        features: crate::classifier::FEATURES,
-        sets,
-    };
-    Ok((out, clf))
+    stream_outputs(
+        ctx,
+        "classifier",
+        all,
+        CLASSIFIER_BATCH,
+        clf.spec.classes.len(),
+        crate::classifier::FEATURES,
+        &|images| crate::classifier::apply(&clf.model, images, &device),
+    )
 }
 
-/// Every set through Inception-v3, `batch` images at a time, with a progress bar.
+/// Every set through Inception-v3.
 fn inception_outputs(
     ctx: &StageContext,
     inc: &InceptionParams,
-    all: &[&(String, ImageSet)],
+    all: &[&SetSource],
 ) -> Result<NetOutputs, StageError> {
     let device = Default::default();
     let weights = ctx.resolve(&inc.weights);
     ctx.progress.set_message("loading Inception-v3");
     let model = inception::load::<burn::backend::Flex>(&weights, inc.variant, &device)
         .map_err(|e| StageError::Failed(format!("inception.weights: {e}")))?;
-    let mut sets = BTreeMap::new();
-    for (name, set) in all.iter().copied() {
-        ctx.check_cancelled()?;
-        ctx.progress.set_length(set.len() as u64);
-        ctx.progress.set_position(0);
-        ctx.progress.set_message(format!("Inception-v3 on {name}"));
-        let (features, probs) =
-            inception::apply(&model, set, inc.batch, &device, &|done: usize| {
-                ctx.progress.set_position(done as u64)
-            })
-            .map_err(|e| StageError::Failed(format!("Inception-v3 on `{name}`: {e}")))?;
-        sets.insert(name.clone(), (probs, features));
-    }
-    Ok(NetOutputs {
-        classes: inc.variant.classes(),
-        features: inception::FEATURES,
-        sets,
-    })
+    stream_outputs(
+        ctx,
+        "Inception-v3",
+        all,
+        inc.batch,
+        inc.variant.classes(),
+        inception::FEATURES,
+        &|images| {
+            let (features, probs) =
+                inception::apply(&model, images, images.len(), &device, &|_| {})
+                    .map_err(|e| StageError::Failed(format!("Inception-v3: {e}")))?;
+            Ok((probs, features))
+        },
+    )
 }
 
 /// Inception Score and FID through Inception-v3 (when `inception` is given) or a trained
-/// `classifier`; class accuracy through the `classifier`. Only the class probabilities
-/// and the features of each image are kept.
+/// `classifier`; class accuracy through the `classifier`.
 fn classifier_metrics(
     ctx: &StageContext,
     p: &EvaluateParams,
-    reals: &[(String, ImageSet)],
-    fakes: &[(String, ImageSet)],
-    labels: &BTreeMap<String, Vec<u32>>,
+    reals: &[SetSource],
+    fakes: &[SetSource],
     sets: &mut BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
 ) -> Result<(), StageError> {
-    let all: Vec<&(String, ImageSet)> = reals.iter().chain(fakes).collect();
+    let all: Vec<&SetSource> = reals.iter().chain(fakes).collect();
     let wants_scores =
         p.metrics.contains(&Metric::InceptionScore) || p.metrics.contains(&Metric::Fid);
     let needs_classifier =
         p.metrics.contains(&Metric::ClassAccuracy) || (wants_scores && p.inception.is_none());
     let classifier = match (ctx.inputs("classifier").first(), needs_classifier) {
-        (Some(art), true) => Some(classifier_outputs(ctx, art, &all)?.0),
+        (Some(art), true) => Some(classifier_outputs(ctx, art, &all)?),
         (None, true) => {
             let wanted: Vec<String> = p
                 .metrics
@@ -448,13 +532,14 @@ fn classifier_metrics(
     let Some(scores) = scorer.as_ref().or(classifier.as_ref()) else {
         return Ok(());
     };
-    for (name, set) in all.iter().copied() {
+    for src in &all {
+        let name = &src.name;
         if p.metrics.contains(&Metric::InceptionScore) {
             let probs = &scores.sets[name.as_str()].0;
-            let splits = p.is_splits.min(set.len()).max(1);
+            let splits = p.is_splits.min(src.count).max(1);
             let is = crate::metrics::inception_score::inception_score(
                 probs,
-                set.len(),
+                src.count,
                 scores.classes,
                 splits,
             )
@@ -462,7 +547,7 @@ fn classifier_metrics(
             entry(sets, name).insert("inception_score".into(), json(&is)?);
         }
         if p.metrics.contains(&Metric::ClassAccuracy)
-            && let (Some(clf), Some(l)) = (&classifier, labels.get(name))
+            && let (Some(clf), Some(l)) = (&classifier, &src.labels)
         {
             let hits = crate::train::loss::hits(&clf.sets[name.as_str()].0, clf.classes, l);
             entry(sets, name).insert(
@@ -472,20 +557,13 @@ fn classifier_metrics(
         }
     }
     if p.metrics.contains(&Metric::Fid) {
-        use crate::metrics::frechet::{FeatureStats, frechet_distance};
-        let stats = |name: &str, n: usize| -> Result<FeatureStats, StageError> {
-            let mut s = FeatureStats::new(scores.features);
-            s.add_batch(&scores.sets[name].1, n)
-                .map_err(|e| StageError::Failed(format!("FID features of `{name}`: {e}")))?;
-            Ok(s)
-        };
-        for (name, fake) in fakes {
-            let (real_name, real) = matching_real(reals, fake, name)?;
-            let d = frechet_distance(&stats(real_name, real.len())?, &stats(name, fake.len())?)
-                .map_err(|e| StageError::Failed(format!("FID of `{name}`: {e}")))?;
-            let e = entry(sets, name);
+        for fake in fakes {
+            let real = matching_real(reals, fake)?;
+            let d = frechet_distance(&scores.sets[&real.name].1, &scores.sets[&fake.name].1)
+                .map_err(|e| StageError::Failed(format!("FID of `{}`: {e}", fake.name)))?;
+            let e = entry(sets, &fake.name);
             e.insert("fid".into(), serde_json::json!(d));
-            e.insert("real".into(), serde_json::json!(real_name));
+            e.insert("real".into(), serde_json::json!(real.name));
         }
     }
     Ok(())
@@ -502,51 +580,31 @@ fn json<T: Serialize>(v: &T) -> Result<serde_json::Value, StageError> {
     serde_json::to_value(v).map_err(|e| StageError::Failed(e.to_string()))
 }
 
-fn pick_part(d: &Dataset, part: Option<&str>, stage: &str) -> Result<ImageSet, StageError> {
-    let name = match part {
-        Some(p) => p.to_string(),
-        None if d.parts.contains_key("images") => "images".into(),
-        None if d.parts.contains_key("b") => "b".into(),
-        None => d.parts.keys().next().cloned().unwrap_or_default(),
-    };
-    d.parts.get(&name).cloned().ok_or_else(|| {
-        StageError::Failed(format!(
-            "`{stage}` has no part `{name}`; parts: {}",
-            d.parts.keys().cloned().collect::<Vec<_>>().join(", ")
-        ))
-    })
-}
-
-fn truncate(mut set: ImageSet, max: Option<usize>) -> ImageSet {
-    if let Some(m) = max
-        && set.len() > m
-    {
-        set.pixels.truncate(m * set.image_len());
-    }
-    set
+fn truncate(set: &ImageSet, n: usize) -> ImageSet {
+    let mut out = ImageSet::new(set.width, set.height, set.channels);
+    out.pixels = set.pixels[..n.min(set.len()) * set.image_len()].to_vec();
+    out
 }
 
 fn matching_real<'a>(
-    reals: &'a [(String, ImageSet)],
-    fake: &ImageSet,
-    name: &str,
-) -> Result<(&'a str, &'a ImageSet), StageError> {
+    reals: &'a [SetSource],
+    fake: &SetSource,
+) -> Result<&'a SetSource, StageError> {
     reals
         .iter()
-        .find(|(_, r)| {
-            r.width == fake.width && r.height == fake.height && r.channels == fake.channels
-        })
-        .map(|(n, r)| (n.as_str(), r))
+        .find(|r| r.shape() == fake.shape())
         .ok_or_else(|| {
             let have: Vec<String> = reals
                 .iter()
-                .map(|(n, r)| format!("{n} ({}x{}x{})", r.width, r.height, r.channels))
+                .map(|r| {
+                    let (w, h, c) = r.shape();
+                    format!("{} ({w}x{h}x{c})", r.name)
+                })
                 .collect();
+            let (w, h, c) = fake.shape();
             StageError::Failed(format!(
-                "no real set matches `{name}` ({}x{}x{}); real sets: {} — add a `downsample` stage to match sizes",
-                fake.width,
-                fake.height,
-                fake.channels,
+                "no real set matches `{}` ({w}x{h}x{c}); real sets: {} — add a `downsample` stage to match sizes",
+                fake.name,
                 have.join(", ")
             ))
         })
