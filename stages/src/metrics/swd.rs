@@ -265,6 +265,9 @@ fn compare(
 
     let geometry = Geometry::new(real, cfg);
     let mut levels = Vec::with_capacity(dims.len());
+    // Every level has as many draws, so the projection buffers (hundreds of MB at 10,000
+    // images) are made once: fresh ones per level cost seconds of page faults.
+    let (mut proj_real, mut proj_fake) = (Vec::new(), Vec::new());
     for (level, &(w, h)) in dims.iter().enumerate() {
         let _span = tracing::debug_span!("swd level", level, width = w, height = h).entered();
         let mut real_desc = describe(real, &geometry, &dims, level, SetTag::Real, progress);
@@ -272,7 +275,14 @@ fn compare(
         real_desc.normalise(geometry.channels, geometry.patch_area);
         fake_desc.normalise(geometry.channels, geometry.patch_area);
 
-        let sums = direction_sums(&real_desc, &fake_desc, &geometry, level, progress);
+        let sums = direction_sums(
+            &real_desc,
+            &fake_desc,
+            &geometry,
+            level,
+            (&mut proj_real, &mut proj_fake),
+            progress,
+        );
         let n = (count * cfg.nhoods_per_image) as f64;
         let repeat_mean: f64 = sums
             .chunks(cfg.dirs_per_repeat)
@@ -882,6 +892,7 @@ fn direction_sums(
     fake: &LevelDescriptors,
     geo: &Geometry,
     level: usize,
+    proj: (&mut Vec<f32>, &mut Vec<f32>),
     progress: &ProgressBar,
 ) -> Vec<f64> {
     let cfg = geo.cfg;
@@ -889,8 +900,7 @@ fn direction_sums(
     let nh = cfg.nhoods_per_image;
     let total = cfg.dir_repeats * cfg.dirs_per_repeat;
     let mut sums = Vec::with_capacity(total);
-    let mut proj_real = Vec::new();
-    let mut proj_fake = Vec::new();
+    let (proj_real, proj_fake) = proj;
     for first in (0..total).step_by(CHUNK_DIRS) {
         let dirs = (total - first).min(CHUNK_DIRS);
         let w = pack_directions(
@@ -898,14 +908,14 @@ fn direction_sums(
             dirs,
             geo.dim,
         );
-        project(real, &w, dirs, geo, &mut proj_real, progress);
-        project(fake, &w, dirs, geo, &mut proj_fake, progress);
+        project(real, &w, dirs, geo, proj_real, progress);
+        project(fake, &w, dirs, geo, proj_fake, progress);
         let chunk: Vec<f64> = (0..dirs)
             .into_par_iter()
-            .map_init(SortScratch::default, |scratch, j| {
-                let a = direction_runs(&proj_real, j, dirs, count, nh);
-                let b = direction_runs(&proj_fake, j, dirs, count, nh);
-                scratch.sum_abs_sorted_diff(&a, &b)
+            .map(|j| {
+                let a = direction_runs(proj_real, j, dirs, count, nh);
+                let b = direction_runs(proj_fake, j, dirs, count, nh);
+                SORT_SCRATCH.with_borrow_mut(|scratch| scratch.sum_abs_sorted_diff(&a, &b))
             })
             .collect();
         sums.extend(chunk);
@@ -1087,8 +1097,14 @@ fn direction_runs(proj: &[f32], j: usize, dirs: usize, count: usize, nh: usize) 
         .collect()
 }
 
+thread_local! {
+    /// One sort's buffers per thread, kept across directions, chunks, levels and calls:
+    /// buffers made per parallel job were a stream of fresh pages to fault in.
+    static SORT_SCRATCH: std::cell::RefCell<SortScratch> = Default::default();
+}
+
 /// Sorts direction `j`'s projections of both sets and sums the absolute differences of
-/// the sorted values, reusing one thread's buffers across directions.
+/// the sorted values.
 #[derive(Default)]
 struct SortScratch {
     real: Vec<u32>,
@@ -1131,11 +1147,23 @@ const SMALL_BUCKET: usize = 256;
 /// be sorted on its low 20 bits inside the L2 cache. Only the first pass and the
 /// reading of the result stream through main memory, instead of every pass of a plain
 /// LSD sort.
+///
+/// The first pass deals elements round-robin to [`WAYS`] separate counters per digit
+/// (it needs no stability): projections are smooth, so neighbouring values mostly share a
+/// digit, and one counter per digit made each increment wait for the previous one
+/// (a store-to-load chain through memory that was most of the sort's time).
 fn radix_sort(runs: &[&[f32]], keys: &mut Vec<u32>, tmp: &mut Vec<u32>) {
-    let mut top = vec![0u32; 1 << TOP_BITS];
+    const BUCKETS: usize = 1 << TOP_BITS;
+    let mut counts = vec![[0u32; WAYS]; BUCKETS];
     for run in runs {
-        for &v in run.iter() {
-            top[(to_key(v) >> TOP_SHIFT) as usize] += 1;
+        let quads = run.chunks_exact(WAYS);
+        for &v in quads.remainder() {
+            counts[(to_key(v) >> TOP_SHIFT) as usize][0] += 1;
+        }
+        for quad in quads {
+            for (way, &v) in quad.iter().enumerate() {
+                counts[(to_key(v) >> TOP_SHIFT) as usize][way] += 1;
+            }
         }
     }
     let n: usize = runs.iter().map(|r| r.len()).sum();
@@ -1143,17 +1171,32 @@ fn radix_sort(runs: &[&[f32]], keys: &mut Vec<u32>, tmp: &mut Vec<u32>) {
     keys.resize(n, 0);
     tmp.resize(n, 0);
 
-    let mut starts = vec![0usize; (1 << TOP_BITS) + 1];
-    for (i, &c) in top.iter().enumerate() {
-        starts[i + 1] = starts[i] + c as usize;
+    let mut starts = vec![0usize; BUCKETS + 1];
+    let mut offsets = vec![[0usize; WAYS]; BUCKETS];
+    let mut running = 0usize;
+    for (digit, ways) in counts.iter().enumerate() {
+        starts[digit] = running;
+        for (way, &c) in ways.iter().enumerate() {
+            offsets[digit][way] = running;
+            running += c as usize;
+        }
     }
-    let mut offsets = starts.clone();
+    starts[BUCKETS] = running;
     for run in runs {
-        for &v in run.iter() {
+        let quads = run.chunks_exact(WAYS);
+        for &v in quads.remainder() {
             let k = to_key(v);
-            let digit = (k >> TOP_SHIFT) as usize;
-            keys[offsets[digit]] = k;
-            offsets[digit] += 1;
+            let slot = &mut offsets[(k >> TOP_SHIFT) as usize][0];
+            keys[*slot] = k;
+            *slot += 1;
+        }
+        for quad in quads {
+            for (way, &v) in quad.iter().enumerate() {
+                let k = to_key(v);
+                let slot = &mut offsets[(k >> TOP_SHIFT) as usize][way];
+                keys[*slot] = k;
+                *slot += 1;
+            }
         }
     }
 
@@ -1167,6 +1210,9 @@ fn radix_sort(runs: &[&[f32]], keys: &mut Vec<u32>, tmp: &mut Vec<u32>) {
         }
     }
 }
+
+/// Independent counters per digit in the radix sort's loops.
+const WAYS: usize = 4;
 
 /// LSD radix sort of keys that share their top digit: the two low digits, in two
 /// passes that leave the result back in `keys`.
