@@ -129,8 +129,7 @@ fn weights_of_the_other_variant_or_a_wrong_file_are_clear_errors() {
     write_weights(&reference, "torchvision", &file);
     let device = Default::default();
     let err = inception::load::<Flex>(&file, Variant::Fid, &device)
-        .err()
-        .expect("1000-class weights are not the FID network");
+        .expect_err("1000-class weights are not the FID network");
     let msg = err.to_string();
     assert!(
         msg.contains("torchvision.safetensors") && msg.contains("variant"),
@@ -140,14 +139,12 @@ fn weights_of_the_other_variant_or_a_wrong_file_are_clear_errors() {
     let junk = dir.path().join("junk.pth");
     std::fs::write(&junk, b"not a checkpoint").unwrap();
     let msg = inception::load::<Flex>(&junk, Variant::Fid, &device)
-        .err()
-        .expect("junk is not a checkpoint")
+        .expect_err("junk is not a checkpoint")
         .to_string();
     assert!(msg.contains("junk.pth"), "{msg}");
     let missing = dir.path().join("nothing.pth");
     let msg = inception::load::<Flex>(&missing, Variant::Fid, &device)
-        .err()
-        .expect("no file")
+        .expect_err("no file")
         .to_string();
     assert!(
         msg.contains("nothing.pth") && msg.contains("no such file"),
