@@ -16,7 +16,11 @@ use serde_json::Value;
 
 #[path = "support/inception_weights.rs"]
 mod inception_weights;
-use inception_weights::{hash, reference, u, write_weights};
+use inception_weights::{formula_tensors, hash, reference, u, write_weights};
+
+#[path = "support/pth.rs"]
+mod pth;
+use pth::write_pth;
 
 fn rows(v: &Value) -> Vec<Vec<f64>> {
     v.as_array()
@@ -86,6 +90,29 @@ fn check_variant(variant: Variant, key: &str) {
         // float32 through ~100 layers in another summation order: PyTorch's own float32
         // run differs from float64 by ~1e-5 here.
         assert!(worst < 1e-3, "{key} {name}: max |diff| {worst}");
+    }
+}
+
+#[test]
+fn pytorch_checkpoints_load_flat_or_under_state_dict() {
+    let reference = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let device = Default::default();
+    for (variant, key, nested) in [
+        (Variant::Torchvision, "torchvision", false),
+        (Variant::Fid, "fid", true),
+    ] {
+        let file = dir.path().join(format!("{key}.pth"));
+        write_pth(&formula_tensors(&reference, key), nested, &file);
+        let model = inception::load::<Flex>(&file, variant, &device).unwrap();
+        let (features, logits) = model.forward(formula_input());
+        for (name, ours, want) in [
+            ("features", features, &reference[key]["features"]),
+            ("logits", logits, &reference[key]["logits"]),
+        ] {
+            let (worst, _) = compare(ours, want);
+            assert!(worst < 1e-3, "{key}.pth {name}: max |diff| {worst}");
+        }
     }
 }
 

@@ -89,3 +89,25 @@ pub fn write_weights(reference: &Value, variant: &str, path: &Path) {
     file.extend_from_slice(&data);
     std::fs::write(path, file).unwrap();
 }
+
+/// The float tensors of `variant`'s state dict: (name, PyTorch shape, values).
+pub fn formula_tensors(reference: &Value, variant: &str) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    reference["state_dict_keys"][variant]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| !e[0].as_str().unwrap().ends_with("num_batches_tracked"))
+        .map(|e| {
+            let name = e[0].as_str().unwrap().to_string();
+            let shape: Vec<usize> = e[1]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap() as usize)
+                .collect();
+            let count: usize = shape.iter().product();
+            let values = (0..count).map(|i| value(&name, &shape, i)).collect();
+            (name, shape, values)
+        })
+        .collect()
+}
