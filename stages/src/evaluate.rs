@@ -40,9 +40,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::metrics::frechet::{FeatureStats, frechet_distance};
 use crate::metrics::{inception, ssim, swd};
+use crate::train::backend::{OnBackend, dispatch};
 use crate::{
     Artifact, ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind,
 };
+use burn::tensor::backend::AutodiffBackend;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -167,6 +169,10 @@ impl StageKind for EvaluateKind {
     }
     fn summary(&self) -> &'static str {
         "SWD, MS-SSIM and SSIM of generated image sets against real ones"
+    }
+    /// Inception-v3 runs on the pipeline's backend.
+    fn uses_backend(&self) -> bool {
+        true
     }
     fn inputs(&self) -> &'static [InputSlot] {
         INPUTS
@@ -460,31 +466,45 @@ fn classifier_outputs(
     )
 }
 
-/// Every set through Inception-v3.
+/// Every set through Inception-v3, on the pipeline's backend (a GPU when there is one:
+/// 5.7 GFLOP per image is slow on two CPU cores).
 fn inception_outputs(
     ctx: &StageContext,
     inc: &InceptionParams,
     all: &[&SetSource],
 ) -> Result<NetOutputs, StageError> {
-    let device = Default::default();
-    let weights = ctx.resolve(&inc.weights);
-    ctx.progress.set_message("loading Inception-v3");
-    let model = inception::load::<burn::backend::Flex>(&weights, inc.variant, &device)
-        .map_err(|e| StageError::Failed(format!("inception.weights: {e}")))?;
-    stream_outputs(
-        ctx,
-        "Inception-v3",
-        all,
-        inc.batch,
-        inc.variant.classes(),
-        inception::FEATURES,
-        &|images| {
-            let (features, probs) =
-                inception::apply(&model, images, images.len(), &device, &|_| {})
-                    .map_err(|e| StageError::Failed(format!("Inception-v3: {e}")))?;
-            Ok((probs, features))
-        },
-    )
+    struct Job<'a> {
+        ctx: &'a StageContext,
+        inc: &'a InceptionParams,
+        all: &'a [&'a SetSource],
+    }
+    impl OnBackend for Job<'_> {
+        type Output = Result<NetOutputs, StageError>;
+        fn run<B: AutodiffBackend>(self, device: B::Device, label: String) -> Self::Output {
+            let Job { ctx, inc, all } = self;
+            ctx.set_backend_used(&label);
+            let weights = ctx.resolve(&inc.weights);
+            ctx.progress
+                .set_message(format!("loading Inception-v3 on {label}"));
+            let model = inception::load::<B::InnerBackend>(&weights, inc.variant, &device)
+                .map_err(|e| StageError::Failed(format!("inception.weights: {e}")))?;
+            stream_outputs(
+                ctx,
+                "Inception-v3",
+                all,
+                inc.batch,
+                inc.variant.classes(),
+                inception::FEATURES,
+                &|images| {
+                    let (features, probs) =
+                        inception::apply(&model, images, images.len(), &device, &|_| {})
+                            .map_err(|e| StageError::Failed(format!("Inception-v3: {e}")))?;
+                    Ok((probs, features))
+                },
+            )
+        }
+    }
+    dispatch(&ctx.backend, &ctx.gpus, Job { ctx, inc, all })?
 }
 
 /// Inception Score and FID through Inception-v3 (when `inception` is given) or a trained
