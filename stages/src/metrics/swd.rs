@@ -268,10 +268,27 @@ fn compare(
     // Every level has as many draws, so the projection buffers (hundreds of MB at 10,000
     // images) are made once: fresh ones per level cost seconds of page faults.
     let (mut proj_real, mut proj_fake) = (Vec::new(), Vec::new());
+    let (mut real_buf, mut fake_buf) = (Vec::new(), Vec::new());
     for (level, &(w, h)) in dims.iter().enumerate() {
         let _span = tracing::debug_span!("swd level", level, width = w, height = h).entered();
-        let mut real_desc = describe(real, &geometry, &dims, level, SetTag::Real, progress);
-        let mut fake_desc = describe(fake, &geometry, &dims, level, fake_tag, progress);
+        let mut real_desc = describe(
+            real,
+            &geometry,
+            &dims,
+            level,
+            SetTag::Real,
+            std::mem::take(&mut real_buf),
+            progress,
+        );
+        let mut fake_desc = describe(
+            fake,
+            &geometry,
+            &dims,
+            level,
+            fake_tag,
+            std::mem::take(&mut fake_buf),
+            progress,
+        );
         real_desc.normalise(geometry.channels, geometry.patch_area);
         fake_desc.normalise(geometry.channels, geometry.patch_area);
 
@@ -289,6 +306,7 @@ fn compare(
             .map(|s| s.iter().sum::<f64>() / (n * cfg.dirs_per_repeat as f64))
             .sum::<f64>()
             / cfg.dir_repeats as f64;
+        (real_buf, fake_buf) = (real_desc.data, fake_desc.data);
         let distance = repeat_mean * 1e3;
         tracing::debug!(level, distance, "SWD x1e3");
         levels.push((w.min(h) as u32, distance));
@@ -524,6 +542,7 @@ fn describe(
     dims: &[(usize, usize)],
     level: usize,
     tag: SetTag,
+    mut data: Vec<f32>,
     progress: &ProgressBar,
 ) -> LevelDescriptors {
     let cfg = geo.cfg;
@@ -570,8 +589,12 @@ fn describe(
     for (_, d) in &centres {
         draws.extend_from_slice(d);
     }
+    // `data` is the last level's buffer when there was one: its pages are mapped
+    // already (a fresh one was gigabytes of page faults per level at 10,000 images).
+    data.clear();
+    data.resize(rows[count] * geo.dim, 0.0);
     let mut desc = LevelDescriptors {
-        data: vec![0f32; rows[count] * geo.dim],
+        data,
         rows,
         draws,
         stats: Vec::new(),
