@@ -27,11 +27,11 @@ use std::path::Path;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::Tensor;
 use burn::tensor::activation::{relu, softmax};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{adaptive_avg_pool2d, avg_pool2d, interpolate, max_pool2d};
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Tensor, TensorData};
 use gantry_datasets::ImageSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -531,36 +531,33 @@ fn pytorch_has_state_dict_key(path: &Path) -> bool {
 }
 
 /// Images `[N, 3, 299, 299]` in [-1, 1] from u8 images `first..first + count` of `set`,
-/// prepared as pytorch-fid prepares them.
+/// prepared as pytorch-fid prepares them. (It scales to [0, 1], resizes, then maps to
+/// [-1, 1]; bilinear weights sum to one, so mapping first is the same up to float
+/// rounding.)
 pub fn prepare<B: Backend>(
     set: &ImageSet,
     first: usize,
     count: usize,
     device: &B::Device,
 ) -> Tensor<B, 4> {
-    let (h, w, c) = (
-        set.height as usize,
-        set.width as usize,
-        set.channels as usize,
-    );
-    let bytes = &set.pixels[first * set.image_len()..(first + count) * set.image_len()];
-    let values: Vec<f32> = bytes.iter().map(|&b| f32::from(b) / 255.0).collect();
-    let x = Tensor::<B, 4>::from_data(TensorData::new(values, [count, h, w, c]), device)
-        .permute([0, 3, 1, 2]);
-    let x = if c == 1 { x.repeat_dim(1, 3) } else { x };
-    let x = if (h, w) == (INPUT_SIDE, INPUT_SIDE) {
-        x
+    let idx: Vec<usize> = (first..first + count).collect();
+    let x = crate::train::data::images_tensor::<B>(set, &idx, device);
+    let x = if set.channels == 1 {
+        x.repeat_dim(1, 3)
     } else {
-        interpolate(
-            x,
-            [INPUT_SIDE, INPUT_SIDE],
-            InterpolateOptions {
-                mode: InterpolateMode::Bilinear,
-                align_corners: false,
-            },
-        )
+        x
     };
-    x.mul_scalar(2.0).sub_scalar(1.0)
+    if (set.height as usize, set.width as usize) == (INPUT_SIDE, INPUT_SIDE) {
+        return x;
+    }
+    interpolate(
+        x,
+        [INPUT_SIDE, INPUT_SIDE],
+        InterpolateOptions {
+            mode: InterpolateMode::Bilinear,
+            align_corners: false,
+        },
+    )
 }
 
 /// Pool features (`N x 2048`, row-major) and class probabilities (`N x classes`) of every

@@ -61,24 +61,11 @@ fn value(name: &str, shape: &[usize], i: usize) -> f32 {
 pub fn write_weights(reference: &Value, variant: &str, path: &Path) {
     let mut header = BTreeMap::new();
     let mut data: Vec<u8> = Vec::new();
-    for entry in reference["state_dict_keys"][variant].as_array().unwrap() {
-        let name = entry[0].as_str().unwrap();
-        if name.ends_with("num_batches_tracked") {
-            continue;
-        }
-        let shape: Vec<usize> = entry[1]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|d| d.as_u64().unwrap() as usize)
-            .collect();
-        let count: usize = shape.iter().product();
+    for (name, shape, values) in formula_tensors(reference, variant) {
         let start = data.len();
-        for i in 0..count {
-            data.extend_from_slice(&value(name, &shape, i).to_le_bytes());
-        }
+        data.extend(values.iter().flat_map(|v| v.to_le_bytes()));
         header.insert(
-            name.to_string(),
+            name,
             serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [start, data.len()]}),
         );
     }
