@@ -73,46 +73,48 @@ fn the_formula_matches_the_scripts_spot_values() {
     }
 }
 
-fn check_variant(variant: Variant, key: &str) {
-    let reference = reference();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join(format!("{key}.safetensors"));
-    write_weights(&reference, key, &file);
-    let device = Default::default();
-    let model = inception::load::<Flex>(&file, variant, &device).unwrap();
+/// The model loaded from `file` gives the reference's features and logits of `key`.
+fn assert_matches(file: &Path, variant: Variant, key: &str, reference: &Value) {
+    let model = inception::load::<Flex>(file, variant, &Default::default()).unwrap();
     let (features, logits) = model.forward(formula_input());
     for (name, ours, want) in [
         ("features", features, &reference[key]["features"]),
         ("logits", logits, &reference[key]["logits"]),
     ] {
         let (worst, scale) = compare(ours, want);
-        eprintln!("{key} {name}: max |diff| {worst:.2e} (values up to {scale:.1})");
+        eprintln!(
+            "{} {name}: max |diff| {worst:.2e} (values up to {scale:.1})",
+            file.display()
+        );
         // float32 through ~100 layers in another summation order: PyTorch's own float32
         // run differs from float64 by ~1e-5 here.
-        assert!(worst < 1e-3, "{key} {name}: max |diff| {worst}");
+        assert!(
+            worst < 1e-3,
+            "{} {name}: max |diff| {worst}",
+            file.display()
+        );
     }
+}
+
+fn check_variant(variant: Variant, key: &str) {
+    let reference = reference();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(format!("{key}.safetensors"));
+    write_weights(&reference, key, &file);
+    assert_matches(&file, variant, key, &reference);
 }
 
 #[test]
 fn pytorch_checkpoints_load_flat_or_under_state_dict() {
     let reference = reference();
     let dir = tempfile::tempdir().unwrap();
-    let device = Default::default();
     for (variant, key, nested) in [
         (Variant::Torchvision, "torchvision", false),
         (Variant::Fid, "fid", true),
     ] {
         let file = dir.path().join(format!("{key}.pth"));
         write_pth(&formula_tensors(&reference, key), nested, &file);
-        let model = inception::load::<Flex>(&file, variant, &device).unwrap();
-        let (features, logits) = model.forward(formula_input());
-        for (name, ours, want) in [
-            ("features", features, &reference[key]["features"]),
-            ("logits", logits, &reference[key]["logits"]),
-        ] {
-            let (worst, _) = compare(ours, want);
-            assert!(worst < 1e-3, "{key}.pth {name}: max |diff| {worst}");
-        }
+        assert_matches(&file, variant, key, &reference);
     }
 }
 
