@@ -54,13 +54,14 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _machine import cpu_model
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -382,16 +383,6 @@ def wait_idle(limit, timeout):
             return busy
         print(f"machine {100 * busy:.0f}% busy; waiting", file=sys.stderr)
         time.sleep(5)
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def burn_version():

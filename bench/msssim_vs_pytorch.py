@@ -43,12 +43,12 @@ import importlib.metadata
 import io
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from _machine import cpu_model
 from _venv import reexec_in_venv
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -179,16 +179,6 @@ def time_torch(data, count, threads, repeat, batches, cpus):
                               "seconds": rounds}
             print(f"pytorch-msssim, batches of {batch}: {rounds}", file=sys.stderr)
     return results
-
-
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():

@@ -39,8 +39,8 @@ use crate::train::data::{
     Batch, Batcher, Stream, dropout_mask, images_tensor, label_tensor, latents, random_labels,
 };
 use crate::train::driver::{
-    EXTENDABLE, Gan, Schedule, check_common, generate_set, scalar, train, training_images,
-    write_metrics, write_outputs, write_report,
+    EXTENDABLE, Gan, Schedule, check_common, generate_set, scalar, schedule_of, train,
+    training_images, write_metrics, write_outputs, write_report,
 };
 use crate::train::init::{Init, init};
 use crate::train::log::LossLog;
@@ -216,14 +216,7 @@ impl StageKind for CganKind {
             g_optimizer: resolve_optimizer("g_optimizer", &p.g_optimizer, &keras_rmsprop())?,
             d_optimizer: resolve_optimizer("d_optimizer", &p.d_optimizer, &keras_rmsprop())?,
             init_std: p.init_std,
-            schedule: Schedule {
-                epochs: p.epochs,
-                checkpoint_every: p.checkpoint_every,
-                sample_every: p.sample_every,
-                sample_steps: p.sample_steps,
-                samples: p.samples,
-                grid: p.grid,
-            },
+            schedule: schedule_of!(p),
         };
         Ok(Checked {
             canonical: serde_json::to_value(&cfg)

@@ -31,8 +31,8 @@ use crate::train::backend::{OnBackend, dispatch};
 use crate::train::checkpoint::Loaded;
 use crate::train::data::{Batch, Batcher, Stream, latents};
 use crate::train::driver::{
-    EXTENDABLE, Gan, Schedule, check_common, scalar, train, training_images, write_metrics,
-    write_outputs, write_report,
+    EXTENDABLE, Gan, Schedule, check_common, scalar, schedule_of, train, training_images,
+    write_metrics, write_outputs, write_report,
 };
 use crate::train::init::{Init, init};
 use crate::train::loss::bce_logits;
@@ -191,14 +191,7 @@ impl StageKind for DcganKind {
             g_optimizer: resolve_optimizer("g_optimizer", &p.g_optimizer, &dcgan_optimizer())?,
             d_optimizer: resolve_optimizer("d_optimizer", &p.d_optimizer, &dcgan_optimizer())?,
             init_std: p.init_std,
-            schedule: Schedule {
-                epochs: p.epochs,
-                checkpoint_every: p.checkpoint_every,
-                sample_every: p.sample_every,
-                sample_steps: p.sample_steps,
-                samples: p.samples,
-                grid: p.grid,
-            },
+            schedule: schedule_of!(p),
         };
         let canonical =
             serde_json::to_value(&cfg).map_err(|e| ParamsError::invalid(&[], e.to_string()))?;

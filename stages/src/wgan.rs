@@ -40,8 +40,8 @@ use crate::train::backend::{OnBackend, dispatch};
 use crate::train::checkpoint::Loaded;
 use crate::train::data::{Batch, Batcher, Stream, latents, rng};
 use crate::train::driver::{
-    EXTENDABLE, Gan, Schedule, check_common, scalar, train, training_images, write_metrics,
-    write_outputs, write_report,
+    EXTENDABLE, Gan, Schedule, check_common, scalar, schedule_of, train, training_images,
+    write_metrics, write_outputs, write_report,
 };
 use crate::train::init::{Init, clip_weights, init};
 use crate::train::nets::{Discriminator, Generator};
@@ -245,14 +245,7 @@ impl StageKind for WganKind {
                 (None, Variant::Clip) => Some(0.02),
                 (None, Variant::Gp) => None,
             },
-            schedule: Schedule {
-                epochs: p.epochs,
-                checkpoint_every: p.checkpoint_every,
-                sample_every: p.sample_every,
-                sample_steps: p.sample_steps,
-                samples: p.samples,
-                grid: p.grid,
-            },
+            schedule: schedule_of!(p),
         };
         Ok(Checked {
             canonical: serde_json::to_value(&cfg)

@@ -109,6 +109,23 @@ pub struct Schedule {
     pub grid: usize,
 }
 
+/// The [`Schedule`] of a training stage's params struct, which holds the same six
+/// fields at its top level (params structs cannot flatten: unknown keys are found with
+/// `serde_ignored`, which does not see through `#[serde(flatten)]`).
+macro_rules! schedule_of {
+    ($p:expr) => {
+        $crate::train::driver::Schedule {
+            epochs: $p.epochs,
+            checkpoint_every: $p.checkpoint_every,
+            sample_every: $p.sample_every,
+            sample_steps: $p.sample_steps.clone(),
+            samples: $p.samples,
+            grid: $p.grid,
+        }
+    };
+}
+pub(crate) use schedule_of;
+
 /// What the loop hands back for the stage's own outputs.
 pub struct Outcome<T> {
     pub gan: T,
