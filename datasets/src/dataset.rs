@@ -559,10 +559,6 @@ impl DatasetReader {
             .map_err(|e| DatasetError::io(&self.path, e))?;
         Ok(set)
     }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 fn write_file(tmp: &Path, header: &[u8], payloads: &[Payload<'_>]) -> Result<(), DatasetError> {

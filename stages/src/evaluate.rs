@@ -274,7 +274,7 @@ impl StageKind for EvaluateKind {
                         let pb: &ProgressBar = bar(0, format!("SWD {name} vs {real_name}"));
                         // SWD compares equal counts: the first n of the larger set.
                         let n = real.len().min(fake.len());
-                        let (real, fake) = (truncate(&real, n), truncate(&fake, n));
+                        let (real, fake) = (first(&real, n), first(&fake, n));
                         let r = swd::swd(&real, &fake, &p.swd, pb).map_err(|e| {
                             StageError::Failed(format!("SWD of `{name}` vs `{real_name}`: {e}"))
                         })?;
@@ -496,9 +496,8 @@ fn inception_outputs(
                 inc.variant.classes(),
                 inception::FEATURES,
                 &|images| {
-                    let (features, probs) =
-                        inception::apply(&model, images, images.len(), &device, &|_| {})
-                            .map_err(|e| StageError::Failed(format!("Inception-v3: {e}")))?;
+                    let (features, probs) = inception::scores(&model, images, &device)
+                        .map_err(|e| StageError::Failed(format!("Inception-v3: {e}")))?;
                     Ok((probs, features))
                 },
             )
@@ -600,10 +599,14 @@ fn json<T: Serialize>(v: &T) -> Result<serde_json::Value, StageError> {
     serde_json::to_value(v).map_err(|e| StageError::Failed(e.to_string()))
 }
 
-fn truncate(set: &ImageSet, n: usize) -> ImageSet {
+/// The first `n` images of `set`, copied only when that is not all of them.
+fn first(set: &ImageSet, n: usize) -> std::borrow::Cow<'_, ImageSet> {
+    if n >= set.len() {
+        return std::borrow::Cow::Borrowed(set);
+    }
     let mut out = ImageSet::new(set.width, set.height, set.channels);
-    out.pixels = set.pixels[..n.min(set.len()) * set.image_len()].to_vec();
-    out
+    out.pixels = set.pixels[..n * set.image_len()].to_vec();
+    std::borrow::Cow::Owned(out)
 }
 
 fn matching_real<'a>(

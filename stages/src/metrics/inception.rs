@@ -560,14 +560,12 @@ pub fn prepare<B: Backend>(
     )
 }
 
-/// Pool features (`N x 2048`, row-major) and class probabilities (`N x classes`) of every
-/// image of `set`, `batch` images at a time; `on_batch` is told how many are done.
-pub fn apply<B: Backend>(
+/// Pool features (`N x 2048`, row-major) and class probabilities (`N x classes`) of the
+/// images of `set`, in one forward pass: callers stream large sets a batch at a time.
+pub fn scores<B: Backend>(
     model: &InceptionV3<B>,
     set: &ImageSet,
-    batch: usize,
     device: &B::Device,
-    on_batch: &dyn Fn(usize),
 ) -> Result<(Vec<f32>, Vec<f32>), InceptionError> {
     let read = |t: Tensor<B, 2>| -> Result<Vec<f32>, InceptionError> {
         t.into_data()
@@ -575,15 +573,6 @@ pub fn apply<B: Backend>(
             .into_vec()
             .map_err(|e| InceptionError::Tensor(format!("reading Inception outputs: {e:?}")))
     };
-    let mut features = Vec::with_capacity(set.len() * FEATURES);
-    let mut probs = Vec::new();
-    let batch = batch.max(1);
-    for first in (0..set.len()).step_by(batch) {
-        let count = batch.min(set.len() - first);
-        let (f, logits) = model.forward(prepare::<B>(set, first, count, device));
-        features.extend(read(f)?);
-        probs.extend(read(softmax(logits, 1))?);
-        on_batch(first + count);
-    }
-    Ok((features, probs))
+    let (features, logits) = model.forward(prepare::<B>(set, 0, set.len(), device));
+    Ok((read(features)?, read(softmax(logits, 1))?))
 }
