@@ -33,6 +33,7 @@
 use std::error::Error;
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
@@ -364,7 +365,7 @@ fn time_breakdown<B: AutodiffBackend>(
         // G update.
         let out = g_forward(&g, z.clone());
         lap("g_upd.g_forward", times);
-        let logits = d_forward(&d, out);
+        let logits = d_forward(&d.clone().no_grad(), out);
         lap("g_upd.d_forward", times);
         let g_loss = bce_logits(logits, true);
         let _ = scalar(g_loss.clone().detach());

@@ -171,7 +171,9 @@ impl StageKind for CganKind {
         "cgan"
     }
     fn version(&self) -> u32 {
-        2
+        // 3: batch-norm parameter gradients are summed in another order (a faster
+        // layout), so trained weights differ from version 2's in the last bits.
+        3
     }
     fn summary(&self) -> &'static str {
         "train a conditional / auxiliary-classifier GAN on labelled images (seed 002, Table 3)"
@@ -602,8 +604,12 @@ impl<B: AutodiffBackend> Gan<B> for Cgan<B> {
             .step(self.cfg.d_optimizer.lr, self.d.clone(), grads);
 
         // Generator: look real, and look like the class asked for.
+        // Through a discriminator with constant weights: its weight gradients, which
+        // this update never uses, are not computed.
         let (gl, gc) = self
             .d
+            .clone()
+            .no_grad()
             .forward(self.g.forward(zc, self.size), Some(&self.masks(step, 2, n)));
         let g_loss = bce_logits(gl, true) + cross_entropy(gc, fake_t);
         let g_loss_v = scalar(g_loss.clone().detach());

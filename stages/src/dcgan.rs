@@ -18,7 +18,7 @@
 //! `loss_ratio.csv` and `loss_ratio.svg`: the log of the G:D loss ratio per epoch, the
 //! curve of seed 003's Figure 1.
 
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 use burn::tensor::activation::sigmoid;
@@ -153,7 +153,9 @@ impl StageKind for DcganKind {
         "dcgan"
     }
     fn version(&self) -> u32 {
-        2
+        // 3: batch-norm parameter gradients are summed in another order (a faster
+        // layout), so trained weights differ from version 2's in the last bits.
+        3
     }
     fn summary(&self) -> &'static str {
         "train a DCGAN with `g_advantage` generator updates per discriminator update (seed 003)"
@@ -320,10 +322,14 @@ impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
         let d_loss_v = scalar(d_loss.clone().detach());
         let grads = GradientsParams::from_grads(d_loss.backward(), &self.d);
         self.d = self.d_opt.step(self.d_lr, self.d.clone(), grads);
-        // `g_advantage` generator updates on the same latent batch.
+        // `g_advantage` generator updates on the same latent batch, through a copy of
+        // the discriminator whose weights are constants: the backward pass then skips
+        // the discriminator's weight gradients, which the generator update never
+        // uses (its batch statistics still update the discriminator's running ones).
         let mut g_loss_v = f64::NAN;
+        let d = self.d.clone().no_grad();
         for _ in 0..self.g_advantage {
-            let g_loss = bce_logits(self.d.forward(self.g.forward(z.clone())), true);
+            let g_loss = bce_logits(d.forward(self.g.forward(z.clone())), true);
             g_loss_v = scalar(g_loss.clone().detach());
             let grads = GradientsParams::from_grads(g_loss.backward(), &self.g);
             self.g = self.g_opt.step(self.g_lr, self.g.clone(), grads);

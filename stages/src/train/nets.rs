@@ -46,6 +46,11 @@ pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4
         .add(var.detach().reshape([c]).mul_scalar(momentum));
     bn.running_mean.update(running_mean.detach());
     bn.running_var.update(running_var.detach());
+    // Repeated over the batch, the `[N, C, 1]` scale and shift walk their storage in
+    // step with `flat`'s rows: flex has a vectorised kernel for that pattern (one
+    // scalar per contiguous row), but not for a `[1, C, 1]` broadcast, which falls
+    // back to element-by-element strided iteration, forward and backward.
+    let (scale, shift) = (scale.repeat_dim(0, n), shift.repeat_dim(0, n));
     (flat * scale + shift).reshape([n, c, h, w])
 }
 
