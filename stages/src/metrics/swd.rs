@@ -984,30 +984,39 @@ fn project(
     out.resize(count * nh * dirs, 0.0);
     out.par_chunks_mut(BATCH_IMAGES * nh * dirs)
         .enumerate()
-        .for_each_init(Vec::new, |products, (b, block)| {
+        .for_each(|(b, block)| {
             let start = b * BATCH_IMAGES;
             let end = (start + BATCH_IMAGES).min(count);
             let (rows, distinct) = desc.batch(start, geo.dim);
-            products.resize(distinct * width, 0.0);
-            project_rows(rows, geo.dim, w, products);
+            PRODUCTS.with_borrow_mut(|products| {
+                products.resize(distinct * width, 0.0);
+                project_rows(rows, geo.dim, w, products);
 
-            // Draws that share a centre share the distinct row's projections.
-            let draws_in_block = (end - start) * nh;
-            let r0 = desc.rows[start];
-            for (dst, src) in block
-                .chunks_exact_mut(draws_in_block)
-                .zip(products.chunks_exact(distinct))
-            {
-                for (i, dst_image) in (start..end).zip(dst.chunks_exact_mut(nh)) {
-                    let base = desc.rows[i] - r0;
-                    let draws = &desc.draws[i * nh..(i + 1) * nh];
-                    for (d, &k) in dst_image.iter_mut().zip(draws) {
-                        *d = src[base + k as usize];
+                // Draws that share a centre share the distinct row's projections.
+                let draws_in_block = (end - start) * nh;
+                let r0 = desc.rows[start];
+                for (dst, src) in block
+                    .chunks_exact_mut(draws_in_block)
+                    .zip(products.chunks_exact(distinct))
+                {
+                    for (i, dst_image) in (start..end).zip(dst.chunks_exact_mut(nh)) {
+                        let base = desc.rows[i] - r0;
+                        let draws = &desc.draws[i * nh..(i + 1) * nh];
+                        for (d, &k) in dst_image.iter_mut().zip(draws) {
+                            *d = src[base + k as usize];
+                        }
                     }
                 }
-            }
+            });
             progress.inc((end - start) as u64);
         });
+}
+
+thread_local! {
+    /// One batch's projections per thread, kept across batches, directions and levels:
+    /// a megabyte made per rayon job was, with an allocator that returns freed pages
+    /// to the system, a megabyte of fresh pages to fault in each time.
+    static PRODUCTS: std::cell::RefCell<Vec<f32>> = Default::default();
 }
 
 /// `out[j][u] = rows[u] · direction j` for every row, `out` direction-major with
@@ -1234,15 +1243,24 @@ thread_local! {
 struct SortScratch {
     real: Vec<u32>,
     fake: Vec<u32>,
+    radix: RadixBuffers,
+}
+
+/// The radix sort's own buffers besides its output.
+#[derive(Default)]
+struct RadixBuffers {
     tmp: Vec<u32>,
+    counts: Vec<[u32; WAYS]>,
+    starts: Vec<usize>,
+    offsets: Vec<[usize; WAYS]>,
 }
 
 impl SortScratch {
     /// `Σ_k |a_(k) - b_(k)|` over the order statistics of two samples of equal size,
     /// given as runs of values.
     fn sum_abs_sorted_diff(&mut self, a: &[&[f32]], b: &[&[f32]]) -> f64 {
-        radix_sort(a, &mut self.real, &mut self.tmp);
-        radix_sort(b, &mut self.fake, &mut self.tmp);
+        radix_sort(a, &mut self.real, &mut self.radix);
+        radix_sort(b, &mut self.fake, &mut self.radix);
         self.real
             .iter()
             .zip(&self.fake)
@@ -1277,9 +1295,16 @@ const SMALL_BUCKET: usize = 256;
 /// (it needs no stability): projections are smooth, so neighbouring values mostly share a
 /// digit, and one counter per digit made each increment wait for the previous one
 /// (a store-to-load chain through memory that was most of the sort's time).
-fn radix_sort(runs: &[&[f32]], keys: &mut Vec<u32>, tmp: &mut Vec<u32>) {
+fn radix_sort(runs: &[&[f32]], keys: &mut Vec<u32>, buffers: &mut RadixBuffers) {
     const BUCKETS: usize = 1 << TOP_BITS;
-    let mut counts = vec![[0u32; WAYS]; BUCKETS];
+    let RadixBuffers {
+        tmp,
+        counts,
+        starts,
+        offsets,
+    } = buffers;
+    counts.clear();
+    counts.resize(BUCKETS, [0; WAYS]);
     for run in runs {
         let quads = run.chunks_exact(WAYS);
         for &v in quads.remainder() {
@@ -1303,8 +1328,9 @@ fn radix_sort(runs: &[&[f32]], keys: &mut Vec<u32>, tmp: &mut Vec<u32>) {
         .unwrap_or(0);
     tmp.resize(largest, 0);
 
-    let mut starts = vec![0usize; BUCKETS + 1];
-    let mut offsets = vec![[0usize; WAYS]; BUCKETS];
+    // Every slot of these two is written below.
+    starts.resize(BUCKETS + 1, 0);
+    offsets.resize(BUCKETS, [0; WAYS]);
     let mut running = 0usize;
     for (digit, ways) in counts.iter().enumerate() {
         starts[digit] = running;
