@@ -16,8 +16,9 @@
 //! compare them with Pillow's.
 //!
 //! It also times two rounds that only read memory (`floors` in the JSON): every source
-//! byte, and only the source rows that nearest samples. No filter can beat the first
-//! (box needs every byte) or nearest the second on the same data and threads.
+//! byte, and only the source rows that nearest samples, each in order and without
+//! prefetching: a yardstick for how memory-bound a filter is, not a bound (nearest,
+//! which prefetches rows ahead, can beat the second).
 
 use std::collections::BTreeMap;
 use std::error::Error;
