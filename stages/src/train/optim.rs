@@ -144,8 +144,8 @@ type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 /// `grads` with every tensor laid out contiguously. burn computes a convolution's weight
 /// gradient as a convolution of swapped tensors and hands back a swapped view, and on
 /// burn-flex each optimizer op reading such a view walks it element by element: one
-/// copy first made the generator's Adam update of a DCGAN step several times faster.
-/// The values are untouched, so training is bit-for-bit the same.
+/// copy first took the generator's Adam update of a DCGAN step from 26 to 15 ms. The
+/// values are untouched, so training is bit-for-bit the same.
 fn contiguous_grads<B: AutodiffBackend, M: AutodiffModule<B>>(
     module: &M,
     grads: GradientsParams,
