@@ -24,9 +24,9 @@
 //! photographs. The kernels here keep Pillow's exact sums and find their speed
 //! elsewhere: weights are computed once per set rather than once per image, both
 //! passes are multiply-adds of one weight over runs of contiguous bytes (the row pass
-//! works on tiles of rows transposed with SSE2 shuffles), which the compiler turns into
-//! AVX2 or AVX-512 code picked at run time, and source rows are prefetched while the
-//! arithmetic runs, since real datasets come from memory, not cache.
+//! works on tiles of rows transposed with SSE2 or AVX2 shuffles), which the compiler
+//! turns into AVX2 or AVX-512 code picked at run time, and source rows are prefetched
+//! while the arithmetic runs, since real datasets come from memory, not cache.
 
 use std::ops::Range;
 
@@ -602,7 +602,7 @@ mod kernels {
                 return unsafe { convolve_avx2(plan, src, dst, scratch) };
             }
         }
-        two_passes::<1>(plan, src, dst, scratch)
+        two_passes::<false>(plan, src, dst, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -611,20 +611,25 @@ mod kernels {
         // Four blocks side by side in AVX-512 registers measured slower than two in
         // AVX2 ones on AMD Zen 4 (which splits 512-bit shuffles, and pays for storing
         // the upper lanes).
-        two_passes::<2>(plan, src, dst, scratch)
+        two_passes::<true>(plan, src, dst, scratch)
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     fn convolve_avx2(plan: &Plan, src: &[u8], dst: &mut [u8], scratch: &mut Scratch) {
-        two_passes::<2>(plan, src, dst, scratch)
+        two_passes::<true>(plan, src, dst, scratch)
     }
 
-    /// Both passes; `W` is how many 16 x 16 blocks side by side one transpose step
-    /// handles: 2 in AVX2 registers, 1 in SSE2 ones. Only the entry points above,
-    /// which have checked the CPU, pick `W` above 1.
+    /// Both passes; with `WIDE`, the row pass's transposes take two 16 x 16 blocks side
+    /// by side in AVX2 registers instead of one in SSE2 ones. Only the entry points
+    /// above, which have checked the CPU, set it.
     #[inline(always)]
-    fn two_passes<const W: usize>(plan: &Plan, src: &[u8], dst: &mut [u8], scratch: &mut Scratch) {
+    fn two_passes<const WIDE: bool>(
+        plan: &Plan,
+        src: &[u8],
+        dst: &mut [u8],
+        scratch: &mut Scratch,
+    ) {
         let Method::Convolve {
             horizontal,
             vertical,
@@ -641,15 +646,15 @@ mod kernels {
                 let row = plan.width * c;
                 between.resize(v.len() * row, 0);
                 column_pass(v, row, src, &mut between);
-                row_pass::<W>(plan, h, 0..v.len(), &between, dst, scratch);
+                row_pass::<WIDE>(plan, h, 0..v.len(), &between, dst, scratch);
             }
             (Some(h), Some(v)) => {
                 let between_row = h.len() * c;
                 between.resize(rows.len() * between_row, 0);
-                row_pass::<W>(plan, h, rows.clone(), src, &mut between, scratch);
+                row_pass::<WIDE>(plan, h, rows.clone(), src, &mut between, scratch);
                 column_pass(v, between_row, &between, dst);
             }
-            (Some(h), None) => row_pass::<W>(plan, h, rows.clone(), src, dst, scratch),
+            (Some(h), None) => row_pass::<WIDE>(plan, h, rows.clone(), src, dst, scratch),
             (None, Some(v)) => {
                 let row = plan.width * c;
                 column_pass(v, row, &src[rows.start * row..rows.end * row], dst)
@@ -695,7 +700,7 @@ mod kernels {
     }
 
     #[inline(always)]
-    fn row_pass<const W: usize>(
+    fn row_pass<const WIDE: bool>(
         plan: &Plan,
         axis: &Axis,
         rows: Range<usize>,
@@ -704,16 +709,16 @@ mod kernels {
         scratch: &mut Scratch,
     ) {
         if plan.channels == 3 {
-            row_pass_tiles::<3, { 3 * TILE }, W>(plan, axis, rows, src, out, scratch)
+            row_pass_tiles::<3, { 3 * TILE }, WIDE>(plan, axis, rows, src, out, scratch)
         } else {
-            row_pass_tiles::<1, TILE, W>(plan, axis, rows, src, out, scratch)
+            row_pass_tiles::<1, TILE, WIDE>(plan, axis, rows, src, out, scratch)
         }
     }
 
     /// The row pass over `rows` of `src` into `out`, `TILE` rows at a time. `L` is
     /// `C * TILE`: a source pixel column's bytes in the tile, channel after channel.
     #[inline(always)]
-    fn row_pass_tiles<const C: usize, const L: usize, const W: usize>(
+    fn row_pass_tiles<const C: usize, const L: usize, const WIDE: bool>(
         plan: &Plan,
         axis: &Axis,
         rows: Range<usize>,
@@ -740,12 +745,12 @@ mod kernels {
         {
             let count = block_out.len() / out_row;
             if count == TILE {
-                transpose::<W>(block_in, src_row, TILE, src_row, tile, TILE);
+                transpose::<WIDE>(block_in, src_row, TILE, src_row, tile, TILE);
             } else {
                 // Rows past the end are zeros and their results are dropped.
                 pad[..block_in.len()].copy_from_slice(block_in);
                 pad[block_in.len()..TILE * src_row].fill(0);
-                transpose::<W>(pad, src_row, TILE, src_row, tile, TILE);
+                transpose::<WIDE>(pad, src_row, TILE, src_row, tile, TILE);
             }
 
             // The sums leave the memory idle, so they are interleaved with requests for
@@ -763,9 +768,9 @@ mod kernels {
             }
 
             if count == TILE {
-                transpose::<W>(tile_out, TILE, out_row, TILE, block_out, out_row);
+                transpose::<WIDE>(tile_out, TILE, out_row, TILE, block_out, out_row);
             } else {
-                transpose::<W>(tile_out, TILE, out_row, TILE, pad, out_row);
+                transpose::<WIDE>(tile_out, TILE, out_row, TILE, pad, out_row);
                 block_out.copy_from_slice(&pad[..count * out_row]);
             }
         }
@@ -796,10 +801,10 @@ mod kernels {
     }
 
     /// Transpose the `rows` x `cols` bytes of `src` (rows `src_stride` apart) into
-    /// `dst` (rows `dst_stride` apart), 16 x 16 blocks at a time, `W` side by side
-    /// where the width allows.
+    /// `dst` (rows `dst_stride` apart), 16 x 16 blocks at a time, two side by side
+    /// where `WIDE` and the width allow.
     #[inline(always)]
-    fn transpose<const W: usize>(
+    fn transpose<const WIDE: bool>(
         src: &[u8],
         src_stride: usize,
         rows: usize,
@@ -815,11 +820,11 @@ mod kernels {
                 let from = &src[r * src_stride + c..];
                 let to = &mut dst[c * dst_stride + r..];
                 #[cfg(target_arch = "x86_64")]
-                if h == 16 && W >= 2 && cols - c >= 16 * W {
-                    // SAFETY: `W` is 2 only in the passes compiled for AVX2 or AVX-512,
-                    // which run only once the CPU has been checked for them.
+                if WIDE && h == 16 && cols - c >= 32 {
+                    // SAFETY: `WIDE` is set only in the passes compiled for AVX2 or
+                    // AVX-512, which run only once the CPU has been checked for them.
                     unsafe { wide::transpose_16x32(from, src_stride, to, dst_stride) };
-                    c += 16 * W;
+                    c += 32;
                     continue;
                 }
                 if h == 16 && w == 16 {
@@ -955,7 +960,7 @@ mod kernels {
                         f(&src, &mut dst, &mut Scratch::default());
                         dst
                     };
-                    let portable = run(&|s, d, sc| two_passes::<1>(&plan, s, d, sc));
+                    let portable = run(&|s, d, sc| two_passes::<false>(&plan, s, d, sc));
                     #[cfg(target_arch = "x86_64")]
                     {
                         if std::arch::is_x86_feature_detected!("avx2") {
@@ -977,11 +982,11 @@ mod kernels {
         #[test]
         fn transpose_matches_the_definition() {
             type Transpose = fn(&[u8], usize, usize, usize, &mut [u8], usize);
-            let mut widths: Vec<(usize, Transpose)> = vec![(1, transpose::<1>)];
+            let mut widths: Vec<(bool, Transpose)> = vec![(false, transpose::<false>)];
             #[cfg(target_arch = "x86_64")]
             {
                 if std::arch::is_x86_feature_detected!("avx2") {
-                    widths.push((2, transpose::<2>));
+                    widths.push((true, transpose::<true>));
                 }
             }
             // Widths with whole wide steps, wide steps and a remainder, and none.
@@ -994,14 +999,18 @@ mod kernels {
                 (16, 144),
                 (32, 100),
             ];
-            for (w, transpose) in widths {
+            for (wide, transpose) in widths {
                 for (rows, cols) in shapes {
                     let src: Vec<u8> = (0..rows * cols).map(|i| (i * 7 + i / 13) as u8).collect();
                     let mut dst = vec![0; rows * cols];
                     transpose(&src, cols, rows, cols, &mut dst, rows);
                     for r in 0..rows {
                         for c in 0..cols {
-                            assert_eq!(dst[c * rows + r], src[r * cols + c], "W={w} {rows}x{cols}");
+                            assert_eq!(
+                                dst[c * rows + r],
+                                src[r * cols + c],
+                                "wide={wide} {rows}x{cols}"
+                            );
                         }
                     }
                 }

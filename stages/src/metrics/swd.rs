@@ -1013,9 +1013,8 @@ fn project(
 }
 
 thread_local! {
-    /// One batch's projections per thread, kept across batches, directions and levels:
-    /// a megabyte made per rayon job was, with an allocator that returns freed pages
-    /// to the system, a megabyte of fresh pages to fault in each time.
+    /// One batch's projections per thread, kept across batches, directions and levels
+    /// instead of a megabyte allocated per rayon job.
     static PRODUCTS: std::cell::RefCell<Vec<f32>> = Default::default();
 }
 
@@ -1056,6 +1055,26 @@ fn project_rows_portable(rows: &[f32], dim: usize, w: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The loop both projection kernels share: `$tile` over whole tiles of `$size`
+/// descriptors, then one descriptor at a time over the rest. A macro rather than a
+/// function so that it expands inside each kernel's `target_feature` function, where
+/// that kernel's tile inlines.
+#[cfg(target_arch = "x86_64")]
+macro_rules! in_tiles {
+    ($tile:ident, $size:ident, $rows:expr, $dim:expr, $w:expr, $out:expr) => {{
+        let (rows, dim, w, out): (&[f32], usize, &[f32], &mut [f32]) = ($rows, $dim, $w, $out);
+        let count = rows.len() / dim;
+        let mut tiles = rows.chunks_exact($size * dim);
+        for (t, tile_rows) in tiles.by_ref().enumerate() {
+            $tile::<$size>(tile_rows, dim, w, out, count, t * $size);
+        }
+        let done = count - count % $size;
+        for (u, row) in tiles.remainder().chunks_exact(dim).enumerate() {
+            $tile::<1>(row, dim, w, out, count, done + u);
+        }
+    }};
+}
+
 /// The projection kernel in AVX2+FMA intrinsics: explicit vectors keep it fast in the
 /// tests' lightly optimised builds too, where the portable loops are not vectorised.
 #[cfg(target_arch = "x86_64")]
@@ -1069,15 +1088,7 @@ mod fma {
 
     #[target_feature(enable = "avx2,fma")]
     pub(super) fn project_rows(rows: &[f32], dim: usize, w: &[f32], out: &mut [f32]) {
-        let count = rows.len() / dim;
-        let mut tiles = rows.chunks_exact(TILE * dim);
-        for (t, tile_rows) in tiles.by_ref().enumerate() {
-            tile::<TILE>(tile_rows, dim, w, out, count, t * TILE);
-        }
-        let done = count - count % TILE;
-        for (u, row) in tiles.remainder().chunks_exact(dim).enumerate() {
-            tile::<1>(row, dim, w, out, count, done + u);
-        }
+        in_tiles!(tile, TILE, rows, dim, w, out);
     }
 
     /// `J` descriptors (columns `first..first + J`) against every panel: per
@@ -1143,15 +1154,7 @@ mod avx512 {
 
     #[target_feature(enable = "avx512f")]
     pub(super) fn project_rows(rows: &[f32], dim: usize, w: &[f32], out: &mut [f32]) {
-        let count = rows.len() / dim;
-        let mut tiles = rows.chunks_exact(TILE * dim);
-        for (t, tile_rows) in tiles.by_ref().enumerate() {
-            tile::<TILE>(tile_rows, dim, w, out, count, t * TILE);
-        }
-        let done = count - count % TILE;
-        for (u, row) in tiles.remainder().chunks_exact(dim).enumerate() {
-            tile::<1>(row, dim, w, out, count, done + u);
-        }
+        in_tiles!(tile, TILE, rows, dim, w, out);
     }
 
     /// `J` descriptors (columns `first..first + J`) against every panel, two panels
