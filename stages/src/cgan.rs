@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::train::backend::{OnBackend, dispatch};
 use crate::train::checkpoint::Loaded;
+use crate::train::conv::{conv_transpose2d_forward, conv2d_forward};
 use crate::train::data::{
     Batch, Batcher, Stream, dropout_mask, images_tensor, label_tensor, latents, random_labels,
 };
@@ -173,7 +174,9 @@ impl StageKind for CganKind {
     fn version(&self) -> u32 {
         // 3: batch-norm parameter gradients are summed in another order (a faster
         // layout), so trained weights differ from version 2's in the last bits.
-        3
+        // 4: convolutions and their gradients on the CPU run through `train::conv`
+        // (another summation order again).
+        4
     }
     fn summary(&self) -> &'static str {
         "train a conditional / auxiliary-classifier GAN on labelled images (seed 002, Table 3)"
@@ -377,8 +380,11 @@ impl<B: Backend> CondGenerator<B> {
         let h = leaky_relu(self.fc.forward(zc), 0.2);
         let c = h.dims()[1] / (base * base);
         let h = h.reshape([n, c, base, base]);
-        let h = leaky_relu(batch_norm(&self.norm1, self.up1.forward(h)), 0.2);
-        tanh(self.up2.forward(h))
+        let h = leaky_relu(
+            batch_norm(&self.norm1, conv_transpose2d_forward(&self.up1, h)),
+            0.2,
+        );
+        tanh(conv_transpose2d_forward(&self.up2, h))
     }
 }
 
@@ -427,7 +433,7 @@ impl<B: Backend> AuxDiscriminator<B> {
     ) -> (Tensor<B, 1>, Tensor<B, 2>) {
         let mut h = x;
         for (i, conv) in self.convs.iter().enumerate() {
-            h = leaky_relu(conv.forward(h), 0.2);
+            h = leaky_relu(conv2d_forward(conv, h), 0.2);
             if let Some(m) = masks {
                 h = h * m[i].clone();
             }

@@ -38,6 +38,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::train::backend::{OnBackend, dispatch};
+use crate::train::conv::conv2d_forward;
 use crate::train::data::{Batcher, Stream, images_tensor, label_tensor, rng};
 use crate::train::init::{Init, init};
 use crate::train::loss::{cross_entropy, hits, tensor_hits};
@@ -126,8 +127,8 @@ impl<B: Backend> SmallCnn<B> {
 
     /// Images in [-1, 1] → (features [N, 128], class logits [N, K]).
     pub fn forward(&self, x: Tensor<B, 4>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let h = self.pool.forward(relu(self.conv1.forward(x)));
-        let h = self.pool.forward(relu(self.conv2.forward(h)));
+        let h = self.pool.forward(relu(conv2d_forward(&self.conv1, x)));
+        let h = self.pool.forward(relu(conv2d_forward(&self.conv2, h)));
         let n = h.dims()[0];
         let feats = relu(self.hidden.forward(h.reshape([n as i32, -1])));
         let logits = self.out.forward(feats.clone());
@@ -149,7 +150,9 @@ impl StageKind for ClassifierKind {
         "classifier"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: convolutions and their gradients on the CPU run through `train::conv`, which
+        // sums in another order than burn's.
+        2
     }
     fn summary(&self) -> &'static str {
         "train a small CNN on labelled images, for the Inception Score and FID of `evaluate`"

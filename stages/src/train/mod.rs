@@ -4,6 +4,7 @@
 
 pub mod backend;
 pub mod checkpoint;
+pub mod conv;
 pub mod data;
 pub mod driver;
 pub mod init;

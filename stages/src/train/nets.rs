@@ -14,6 +14,7 @@ use burn::tensor::Tensor;
 use burn::tensor::activation::{leaky_relu, relu, tanh};
 use burn::tensor::backend::Backend;
 
+use super::conv::{conv_transpose2d_forward, conv2d_forward};
 use crate::StageError;
 
 /// BatchNorm over a 4-D batch in training mode, as burn's `BatchNorm::forward` computes it
@@ -115,7 +116,7 @@ impl<B: Backend> Generator<B> {
         let mut x = z.reshape([n, d, 1, 1]);
         let last = self.convs.len() - 1;
         for (i, conv) in self.convs.iter().enumerate() {
-            x = conv.forward(x);
+            x = conv_transpose2d_forward(conv, x);
             if i < last {
                 x = relu(batch_norm(&self.norms[i], x));
             }
@@ -177,7 +178,7 @@ impl<B: Backend> Discriminator<B> {
         let mut pre = Vec::new();
         let last = self.convs.len() - 1;
         for (i, conv) in self.convs.iter().enumerate() {
-            x = conv.forward(x);
+            x = conv2d_forward(conv, x);
             if i < last {
                 if i > 0 && !self.norms.is_empty() {
                     x = batch_norm(&self.norms[i - 1], x);
