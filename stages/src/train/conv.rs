@@ -493,6 +493,19 @@ impl Phases {
 /// `k × nb·p` matrix: row (c, ki, kj), column (image, oy, ox) holds
 /// x[image, c, oy·s + ki·d − pad, ox·s + kj·d − pad], or 0 in the padding.
 fn im2col(x: &[f32], g: &Geom, j0: usize, nb: usize, cols: &mut [f32], phases: &mut Vec<f32>) {
+    im2col_channels(x, g, j0, nb, 0..g.c_in, cols, phases);
+}
+
+/// [`im2col`] for the input channels `channels` only: `cols` holds their rows.
+fn im2col_channels(
+    x: &[f32],
+    g: &Geom,
+    j0: usize,
+    nb: usize,
+    channels: std::ops::Range<usize>,
+    cols: &mut [f32],
+    phases: &mut Vec<f32>,
+) {
     let (p, l, ow) = (g.p(), nb * g.p(), g.ow);
     let plane = g.h * g.w;
     let ph = Phases::of(g);
@@ -500,7 +513,7 @@ fn im2col(x: &[f32], g: &Geom, j0: usize, nb: usize, cols: &mut [f32], phases: &
     let taps = taps(g, &ph);
     let blocks = ph.th * ph.tw;
     for j in 0..nb {
-        for c in 0..g.c_in {
+        for c in channels.clone() {
             let src = &x[((j0 + j) * g.c_in + c) * plane..][..plane];
             let src: &[f32] = if g.stride == [1, 1] {
                 src
@@ -510,7 +523,7 @@ fn im2col(x: &[f32], g: &Geom, j0: usize, nb: usize, cols: &mut [f32], phases: &
             };
             for (t, tap) in taps.iter().enumerate() {
                 let block = &src[tap.block..][..blocks];
-                let dst = &mut cols[(c * taps.len() + t) * l + j * p..][..p];
+                let dst = &mut cols[((c - channels.start) * taps.len() + t) * l + j * p..][..p];
                 let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
                 dst[..ylo * ow].fill(0.0);
                 dst[yhi * ow..].fill(0.0);
@@ -719,6 +732,15 @@ thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::default();
 }
 
+/// Runs `f` with this thread's scratch buffers (or fresh ones, should a caller up the
+/// stack on this thread hold them: rayon runs other jobs while a thread waits).
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => f(&mut scratch),
+        Err(_) => f(&mut Scratch::default()),
+    })
+}
+
 /// `buf` resized to `len`; what it held is left for the caller to overwrite.
 fn sized(buf: &mut Vec<f32>, len: usize) -> &mut [f32] {
     buf.resize(len, 0.0);
@@ -757,7 +779,7 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &G
     y.par_chunks_mut(g.chunk * g.c_out * p)
         .enumerate()
         .for_each(|(i, y)| {
-            SCRATCH.with_borrow_mut(|Scratch { cols, rows, phases }| {
+            with_scratch(|Scratch { cols, rows, phases }| {
                 let nb = y.len() / (g.c_out * p);
                 let l = nb * p;
                 let cols = sized(cols, k * l);
@@ -821,7 +843,7 @@ fn input_grad(dy: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Ge
     dx.par_chunks_mut(g.chunk * g.c_in * plane)
         .enumerate()
         .for_each(|(i, dx)| {
-            SCRATCH.with_borrow_mut(|Scratch { cols, rows, phases }| {
+            with_scratch(|Scratch { cols, rows, phases }| {
                 let nb = dx.len() / (g.c_in * plane);
                 let l = nb * g.p();
                 let rows = sized(rows, g.c_out * l);
@@ -861,11 +883,22 @@ fn channel_sums(dy: &FlexTensor) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(sums, [channels]))
 }
 
-/// Chunks of the batch whose weight gradients one task sums before the tasks' partial
-/// sums are added, in this order.
-const WEIGHT_GRAD_TASKS: usize = 4;
+/// Weight gradients with fewer entries than this are summed in [`PARTIAL_SUMS`] fixed
+/// partial sums computed side by side; larger ones chunk by chunk, each product split
+/// across threads by output tile.
+const SMALL_WEIGHT_GRAD: usize = 1 << 16;
 
-/// dw = Σ over the batch of dy (c_out × l) · im2col(x)ᵀ (l × k), summed in fixed chunks.
+/// How many partial sums a small weight gradient is split into (fixed, so the result does
+/// not depend on the thread count).
+const PARTIAL_SUMS: usize = 4;
+
+/// dw = Σ over the batch of dy (c_out × l) · im2col(x)ᵀ (l × k), in fixed chunks of the
+/// batch. A large gradient is summed chunk by chunk in batch order: each chunk's im2col
+/// is split across threads by input channel and its product by output tile (gemm's
+/// threads split the output, never the sum). A small one (the first discriminator layer:
+/// 64 × 48 entries over 16,384 columns) has too few tiles to share, so
+/// [`PARTIAL_SUMS`] tasks each sum a fixed run of chunks, and their sums are added in
+/// order. Either way the result is the same on any number of threads.
 fn weight_grad(x: &FlexTensor, dy: &FlexTensor, g: &Geom) -> FlexTensor {
     let (x, dy) = (contiguous(x), contiguous(dy));
     let (x, dy) = (values(&x), values(&dy));
@@ -889,12 +922,53 @@ fn weight_grad(x: &FlexTensor, dy: &FlexTensor, g: &Geom) -> FlexTensor {
         return tensor(dw, [g.c_out, g.c_in, g.kh, g.kw]);
     }
     let chunks = g.n.div_ceil(g.chunk);
-    let per_task = chunks.div_ceil(WEIGHT_GRAD_TASKS);
-    let partials: Vec<Vec<f32>> = (0..chunks.div_ceil(per_task.max(1)))
+    if g.c_out * k < SMALL_WEIGHT_GRAD {
+        return weight_grad_in_partial_sums(x, dy, g);
+    }
+    let taps = g.kh * g.kw;
+    let mut dw = vec![0.0f32; g.c_out * k];
+    let mut rows = Vec::new();
+    let mut cols = Vec::new();
+    for chunk in 0..chunks {
+        let j0 = chunk * g.chunk;
+        let nb = g.chunk.min(g.n - j0);
+        let l = nb * g.p();
+        let rows = sized(&mut rows, g.c_out * l);
+        gather_rows(dy, g, j0, nb, rows);
+        let cols = sized(&mut cols, k * l);
+        cols.par_chunks_mut(taps * l)
+            .enumerate()
+            .for_each(|(c, slab)| {
+                with_scratch(|scratch| {
+                    im2col_channels(x, g, j0, nb, c..c + 1, slab, &mut scratch.phases)
+                })
+            });
+        matmul_on(
+            true,
+            g.c_out,
+            k,
+            l,
+            &mut dw,
+            [k, 1],
+            chunk > 0,
+            rows,
+            [l, 1],
+            cols,
+            [1, l],
+        );
+    }
+    tensor(dw, [g.c_out, g.c_in, g.kh, g.kw])
+}
+
+fn weight_grad_in_partial_sums(x: &[f32], dy: &[f32], g: &Geom) -> FlexTensor {
+    let k = g.k();
+    let chunks = g.n.div_ceil(g.chunk);
+    let per_task = chunks.div_ceil(PARTIAL_SUMS);
+    let partials: Vec<Vec<f32>> = (0..chunks.div_ceil(per_task))
         .into_par_iter()
         .map(|t| {
             let mut dw = vec![0.0f32; g.c_out * k];
-            SCRATCH.with_borrow_mut(|Scratch { cols, rows, phases }| {
+            with_scratch(|Scratch { cols, rows, phases }| {
                 for chunk in t * per_task..((t + 1) * per_task).min(chunks) {
                     let j0 = chunk * g.chunk;
                     let nb = g.chunk.min(g.n - j0);
@@ -924,9 +998,7 @@ fn weight_grad(x: &FlexTensor, dy: &FlexTensor, g: &Geom) -> FlexTensor {
     let mut partials = partials.into_iter();
     let mut dw = partials.next().unwrap_or_else(|| vec![0.0f32; g.c_out * k]);
     for part in partials {
-        dw.par_chunks_mut(4096)
-            .zip(part.par_chunks(4096))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += *s));
+        dw.iter_mut().zip(&part).for_each(|(d, s)| *d += *s);
     }
     tensor(dw, [g.c_out, g.c_in, g.kh, g.kw])
 }
@@ -1081,8 +1153,14 @@ mod tests {
 
     #[test]
     fn weight_gradient_is_the_same_on_any_number_of_threads() {
-        // A layer in chunks, and a full-map layer (one matrix product for the batch).
-        for (c_in, size, c_out, stride, pad, out) in [(8, 16, 16, 2, 1, 8), (32, 4, 3, 1, 0, 1)] {
+        // A layer summed in partial sums, one summed chunk by chunk, and a full-map layer
+        // (one matrix product for the batch).
+        let cases = [
+            (3, 32, 64, 2, 1, 16),
+            (64, 16, 128, 2, 1, 8),
+            (32, 4, 3, 1, 0, 1),
+        ];
+        for (c_in, size, c_out, stride, pad, out) in cases {
             let x = random([64, c_in, size, size], 50);
             let dy = random([64, c_out, out, out], 51);
             let g = Geom::new(
@@ -1094,6 +1172,9 @@ mod tests {
                 [1, 1],
             );
             assert_eq!(g.full_map(), out == 1);
+            if !g.full_map() {
+                assert_eq!(g.c_out * g.k() < SMALL_WEIGHT_GRAD, c_in == 3);
+            }
             let prim = |t: Tensor<Cpu, 4>| cpu_float(t).primitive;
             let (x, dy) = (prim(x), prim(dy));
             let on = |threads: usize| {
