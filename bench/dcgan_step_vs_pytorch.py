@@ -249,6 +249,11 @@ def run_torch(args, cpus, breakdown=False, profile=False):
 # (substring of a frame anywhere in the call stack, label), first match wins.
 PERF_WHERE = [
     ("burn_optim", "Adam update"),
+    # The project's own convolutions (stages/src/train/conv.rs), on either thread.
+    ("train::conv::weight_grad", "conv / convT weight grads (train::conv)"),
+    ("train::conv::input_grad", "conv input grads, convT forward (train::conv: gemm + col2im)"),
+    ("train::conv::conv_forward", "conv forward, convT input grads (train::conv: im2col + gemm)"),
+    ("train::conv::channel_sums", "conv bias grads (train::conv)"),
     ("conv_transpose2d_weight_backward", "G convT weight grads (conv2d on N<->C swapped tensors)"),
     ("conv_transpose2d_x_backward", "G convT input grads (conv2d)"),
     ("conv2d_weight_backward", "D conv weight grads (conv2d on N<->C swapped tensors)"),
@@ -288,7 +293,7 @@ def perf_leaf_kind(ip, sym):
         return "malloc / free"
     if any(k in sym for k in ("rayon_core", "crossbeam", "sched_yield", "futex", "syscall")):
         return "rayon scheduling / waiting"
-    if re.search(r"conv3d|conv_transpose3d|im2col", sym):
+    if re.search(r"conv3d|conv_transpose3d|im2col|col2im|Phases|gather_rows", sym):
         return "conv im2col / col2im / layout loops"
     return "other compute"
 
@@ -499,10 +504,10 @@ def main():
         f"| {ratio:.2f}x | {g_best / t_best:.2f}x | {min(g_all) / min(t_all):.2f}x "
         f"| <= {GOAL:.0f}x | {'yes' if met else 'NO'} |",
         "",
-        "Other work on the machine slows PyTorch far more than gantry (its OpenMP threads "
-        "meet at a barrier after every op, so one descheduled thread stalls both; gantry "
-        "runs mostly on one thread, see the CPU time below): with load on the machine the "
-        "ratio of the fastest rounds / steps is the fairer one.",
+        "Other work on the machine slows PyTorch more than gantry (its OpenMP threads "
+        "meet at a barrier after every op, so one descheduled thread stalls both; gantry's "
+        "threads sit idle more often, see the cores busy below): with load on the machine "
+        "the ratio of the fastest rounds / steps is the fairer one.",
         "",
         "| CPU time per step (user + system, mean) | gantry | PyTorch | ratio |",
         "| --- | ---: | ---: | ---: |",

@@ -46,7 +46,7 @@ use crate::train::driver::{
 use crate::train::init::{Init, init};
 use crate::train::log::LossLog;
 use crate::train::loss::{bce_logits, cross_entropy, tensor_hits};
-use crate::train::nets::batch_norm;
+use crate::train::norm::{Activation, batch_norm_act};
 use crate::train::optim::{
     Optim, OptimizerParams, OptimizerSpec, export_module, load_gan, resolve_optimizer, save_gan,
 };
@@ -380,9 +380,10 @@ impl<B: Backend> CondGenerator<B> {
         let h = leaky_relu(self.fc.forward(zc), 0.2);
         let c = h.dims()[1] / (base * base);
         let h = h.reshape([n, c, base, base]);
-        let h = leaky_relu(
-            batch_norm(&self.norm1, conv_transpose2d_forward(&self.up1, h)),
-            0.2,
+        let h = batch_norm_act(
+            &self.norm1,
+            conv_transpose2d_forward(&self.up1, h),
+            Activation::LeakyRelu(0.2),
         );
         tanh(conv_transpose2d_forward(&self.up2, h))
     }

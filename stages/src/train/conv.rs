@@ -124,7 +124,7 @@ fn transpose_geom(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2
 
 /// `a` as a `T` when `A` is `T` (a type check at run time: stages are generic over the
 /// backend, and only the CPU one has the fast path).
-fn same_type<A: 'static, T: 'static>(a: A) -> Result<T, A> {
+pub(super) fn same_type<A: 'static, T: 'static>(a: A) -> Result<T, A> {
     let mut slot = Some(a);
     if let Some(t) = (&mut slot as &mut dyn Any).downcast_mut::<Option<T>>() {
         return Ok(t.take().expect("the slot was just filled"));
@@ -133,7 +133,7 @@ fn same_type<A: 'static, T: 'static>(a: A) -> Result<T, A> {
 }
 
 /// The primitive of a tensor of backend `B`, known to be the CPU backend.
-fn cpu_float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<Cpu> {
+pub(super) fn cpu_float<B: Backend, const D: usize>(t: Tensor<B, D>) -> FloatTensor<Cpu> {
     match same_type::<_, Tensor<Cpu, D>>(t).map(Tensor::into_primitive) {
         Ok(TensorPrimitive::Float(t)) => t,
         Ok(TensorPrimitive::QFloat(_)) => unreachable!("the training networks are not quantized"),
@@ -342,11 +342,11 @@ impl Geom {
     }
 }
 
-fn contiguous(t: &FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(t: &FlexTensor) -> FlexTensor {
     t.to_contiguous()
 }
 
-fn values(t: &FlexTensor) -> &[f32] {
+pub(super) fn values(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
         .expect("the training networks are f32 and the tensor was made contiguous")
 }

@@ -11,6 +11,7 @@ pub mod init;
 pub mod log;
 pub mod loss;
 pub mod nets;
+pub mod norm;
 pub mod optim;
 pub mod plot;
 

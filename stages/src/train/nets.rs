@@ -11,49 +11,12 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{leaky_relu, relu, tanh};
+use burn::tensor::activation::{leaky_relu, tanh};
 use burn::tensor::backend::Backend;
 
 use super::conv::{conv_transpose2d_forward, conv2d_forward};
+use super::norm::{Activation, batch_norm, batch_norm_act};
 use crate::StageError;
-
-/// BatchNorm over a 4-D batch in training mode, as burn's `BatchNorm::forward` computes it
-/// (biased batch variance, running statistics updated with the module's momentum), in
-/// fewer passes: statistics from reductions over the contiguous `[N, C, H·W]` view
-/// instead of a transposed copy, and the normalisation folded into one per-channel scale
-/// and shift. On burn-flex, where broadcast element-wise ops are the expensive part of a
-/// DCGAN step, this is much cheaper than burn's four broadcast ops and two copies.
-pub fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    if !B::ad_enabled(&x.device()) {
-        return bn.forward(x);
-    }
-    let [n, c, h, w] = x.dims();
-    let flat = x.reshape([n, c, h * w]);
-    let mean = flat.clone().mean_dim(2).mean_dim(0); // [1, C, 1]
-    let mean_sq = flat.clone().square().mean_dim(2).mean_dim(0);
-    let var = (mean_sq - mean.clone().square()).clamp_min(0.0);
-    let scale = bn.gamma.val().reshape([1, c, 1]) / (var.clone() + bn.epsilon).sqrt();
-    let shift = bn.beta.val().reshape([1, c, 1]) - mean.clone() * scale.clone();
-    let momentum = bn.momentum;
-    let running_mean = bn
-        .running_mean
-        .value_sync()
-        .mul_scalar(1.0 - momentum)
-        .add(mean.detach().reshape([c]).mul_scalar(momentum));
-    let running_var = bn
-        .running_var
-        .value_sync()
-        .mul_scalar(1.0 - momentum)
-        .add(var.detach().reshape([c]).mul_scalar(momentum));
-    bn.running_mean.update(running_mean.detach());
-    bn.running_var.update(running_var.detach());
-    // Repeated over the batch, the `[N, C, 1]` scale and shift walk their storage in
-    // step with `flat`'s rows: flex has a vectorised kernel for that pattern (one
-    // scalar per contiguous row), but not for a `[1, C, 1]` broadcast, which falls
-    // back to element-by-element strided iteration, forward and backward.
-    let (scale, shift) = (scale.repeat_dim(0, n), shift.repeat_dim(0, n));
-    (flat * scale + shift).reshape([n, c, h, w])
-}
 
 /// Stride-2 layers between 4×4 and a side of `size` (size = 4·2^n).
 pub fn doublings(size: usize) -> Result<usize, StageError> {
@@ -118,7 +81,7 @@ impl<B: Backend> Generator<B> {
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv_transpose2d_forward(conv, x);
             if i < last {
-                x = relu(batch_norm(&self.norms[i], x));
+                x = batch_norm_act(&self.norms[i], x, Activation::Relu);
             }
         }
         tanh(x)
@@ -180,76 +143,22 @@ impl<B: Backend> Discriminator<B> {
         for (i, conv) in self.convs.iter().enumerate() {
             x = conv2d_forward(conv, x);
             if i < last {
-                if i > 0 && !self.norms.is_empty() {
-                    x = batch_norm(&self.norms[i - 1], x);
-                }
+                let norm = (i > 0).then(|| self.norms.get(i - 1)).flatten();
+                x = match norm {
+                    // The trace needs the pre-activations the fused op keeps to itself.
+                    Some(norm) if !trace => batch_norm_act(norm, x, Activation::LeakyRelu(0.2)),
+                    Some(norm) => batch_norm(norm, x),
+                    None => x,
+                };
                 if trace {
                     pre.push(x.clone().detach());
                 }
-                x = leaky_relu(x, 0.2);
+                if trace || norm.is_none() {
+                    x = leaky_relu(x, 0.2);
+                }
             }
         }
         let n = x.dims()[0];
         (x.reshape([n]), pre)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::train::backend::Cpu;
-    use crate::train::data::{Stream, normal, rng};
-    use burn::tensor::TensorData;
-
-    fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
-        let n = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(normal(&mut rng(seed, Stream::Fixed, 0), n), shape),
-            &Default::default(),
-        )
-    }
-
-    fn max_diff<B2: Backend<FloatElem = f32>, const D: usize>(
-        a: Tensor<B2, D>,
-        b: Tensor<B2, D>,
-    ) -> f32 {
-        (a - b).abs().max().into_scalar()
-    }
-
-    #[test]
-    fn batch_norm_matches_burns_forward_gradients_and_running_statistics() {
-        let x = (random([4, 3, 5, 6], 5) * 2.0 + 0.5).require_grad();
-        let mk = || {
-            let bn = BatchNormConfig::new(3).init::<Cpu>(&Default::default());
-            let g = random([3], 6).require_grad();
-            let b = random([3], 7).require_grad();
-            BatchNorm {
-                gamma: burn::module::Param::from_tensor(g),
-                beta: burn::module::Param::from_tensor(b),
-                ..bn
-            }
-        };
-        let (ours_bn, burn_bn) = (mk(), mk());
-        let r = random([4, 3, 5, 6], 8);
-        let ours = batch_norm(&ours_bn, x.clone());
-        let theirs = burn_bn.forward(x.clone());
-        assert!(max_diff(ours.clone(), theirs.clone()) < 1e-5);
-        let g1 = (ours * r.clone()).sum().backward();
-        let g2 = (theirs * r).sum().backward();
-        assert!(max_diff(x.grad(&g1).unwrap(), x.grad(&g2).unwrap()) < 1e-4);
-        let gg = |bn: &BatchNorm<Cpu>, g| bn.gamma.val().grad(g).unwrap();
-        assert!(max_diff(gg(&ours_bn, &g1), gg(&burn_bn, &g2)) < 1e-4);
-        assert!(
-            max_diff(
-                ours_bn.running_var.value_sync(),
-                burn_bn.running_var.value_sync()
-            ) < 1e-5
-        );
-        assert!(
-            max_diff(
-                ours_bn.running_mean.value_sync(),
-                burn_bn.running_mean.value_sync()
-            ) < 1e-6
-        );
     }
 }
