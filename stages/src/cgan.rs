@@ -174,8 +174,8 @@ impl StageKind for CganKind {
     fn version(&self) -> u32 {
         // 3: batch-norm parameter gradients are summed in another order (a faster
         // layout), so trained weights differ from version 2's in the last bits.
-        // 4: convolutions and their gradients on the CPU run through `train::conv`
-        // (another summation order again).
+        // 4: convolutions, BatchNorm and their gradients on the CPU run through
+        // `train::conv` and `train::norm` (other summation orders again).
         4
     }
     fn summary(&self) -> &'static str {
