@@ -254,6 +254,8 @@ PERF_WHERE = [
     ("train::conv::input_grad", "conv input grads, convT forward (train::conv: gemm + col2im)"),
     ("train::conv::conv_forward", "conv forward, convT input grads (train::conv: im2col + gemm)"),
     ("train::conv::channel_sums", "conv bias grads (train::conv)"),
+    ("NormOp", "BatchNorm + activation backward (train::norm)"),
+    ("train::norm::", "BatchNorm + activation forward (train::norm)"),
     ("conv_transpose2d_weight_backward", "G convT weight grads (conv2d on N<->C swapped tensors)"),
     ("conv_transpose2d_x_backward", "G convT input grads (conv2d)"),
     ("conv2d_weight_backward", "D conv weight grads (conv2d on N<->C swapped tensors)"),
@@ -293,7 +295,8 @@ def perf_leaf_kind(ip, sym):
         return "malloc / free"
     if any(k in sym for k in ("rayon_core", "crossbeam", "sched_yield", "futex", "syscall")):
         return "rayon scheduling / waiting"
-    if re.search(r"conv3d|conv_transpose3d|im2col|col2im|Phases|gather_rows", sym):
+    if re.search(r"conv3d|conv_transpose3d|im2col|col2im|Phases|gather_rows|copy_tap|add_tap"
+                 r"|train::conv::", sym):
         return "conv im2col / col2im / layout loops"
     return "other compute"
 

@@ -16,7 +16,7 @@
 //! fixed order that depend only on the shapes, not on the thread count or scheduling, so
 //! a resumed run reproduces an uninterrupted one bit for bit.
 
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::cell::RefCell;
 
 use burn::backend::Flex;
@@ -51,12 +51,9 @@ pub fn conv2d_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B
     if conv.groups != 1 {
         return conv2d(x, conv.weight.val(), bias, options);
     }
-    match same_type::<_, Tensor<Cpu, 4>>(x) {
-        Ok(x) => {
-            let geom = conv_geom(x.dims(), conv.weight.dims(), &options);
-            flex_op(Kind::Conv, geom, x, conv.weight.val(), bias)
-        }
-        Err(x) => conv2d(x, conv.weight.val(), bias, options),
+    match conv_geom(x.dims(), conv.weight.dims(), &options) {
+        Some(geom) if is_cpu::<B>() => flex_op(Kind::Conv, geom, x, conv.weight.val(), bias),
+        _ => conv2d(x, conv.weight.val(), bias, options),
     }
 }
 
@@ -77,16 +74,15 @@ pub fn conv_transpose2d_forward<B: Backend>(
     if conv.groups != 1 {
         return conv_transpose2d(x, conv.weight.val(), bias, options);
     }
-    match same_type::<_, Tensor<Cpu, 4>>(x) {
-        Ok(x) => {
-            let geom = transpose_geom(x.dims(), conv.weight.dims(), &options);
-            flex_op(Kind::Transpose, geom, x, conv.weight.val(), bias)
-        }
-        Err(x) => conv_transpose2d(x, conv.weight.val(), bias, options),
+    match transpose_geom(x.dims(), conv.weight.dims(), &options) {
+        Some(geom) if is_cpu::<B>() => flex_op(Kind::Transpose, geom, x, conv.weight.val(), bias),
+        _ => conv_transpose2d(x, conv.weight.val(), bias, options),
     }
 }
 
-fn conv_geom(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> Geom {
+/// The geometry of a convolution, or `None` for shapes the fast path leaves to burn
+/// (empty tensors, a kernel larger than the padded input).
+fn conv_geom(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> Option<Geom> {
     let [c_out, _, kh, kw] = w;
     Geom::new(
         x,
@@ -99,27 +95,33 @@ fn conv_geom(x: [usize; 4], w: [usize; 4], options: &ConvOptions<2>) -> Geom {
 }
 
 /// The transposed convolution is the input gradient of the convolution that maps its
-/// output back onto its input: that convolution's geometry describes both.
-fn transpose_geom(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2>) -> Geom {
+/// output back onto its input: that convolution's geometry describes both (`None` as for
+/// [`conv_geom`]).
+fn transpose_geom(x: [usize; 4], w: [usize; 4], options: &ConvTransposeOptions<2>) -> Option<Geom> {
     let [n, c_in, h, wd] = x;
     let [_, c_out, kh, kw] = w;
     let size = |i: usize, size: usize| {
-        (size - 1) * options.stride[i]
-            + options.dilation[i] * ([kh, kw][i] - 1)
+        ((size.checked_sub(1)? * options.stride[i])
+            + options.dilation[i] * [kh, kw][i].checked_sub(1)?
             + options.padding_out[i]
-            + 1
-            - 2 * options.padding[i]
+            + 1)
+        .checked_sub(2 * options.padding[i])
     };
     let geom = Geom::new(
-        [n, c_out, size(0, h), size(1, wd)],
+        [n, c_out, size(0, h)?, size(1, wd)?],
         c_in,
         [kh, kw],
         options.stride,
         options.padding,
         options.dilation,
-    );
-    debug_assert_eq!([geom.oh, geom.ow], [h, wd]);
-    geom
+    )?;
+    // An output padding of a stride or more maps back onto a larger input than `x`.
+    ([geom.oh, geom.ow] == [h, wd]).then_some(geom)
+}
+
+/// Whether `B` is the CPU backend, which has the fast path.
+pub(super) fn is_cpu<B: Backend>() -> bool {
+    TypeId::of::<B>() == TypeId::of::<Cpu>()
 }
 
 /// `a` as a `T` when `A` is `T` (a type check at run time: stages are generic over the
@@ -153,7 +155,7 @@ enum Kind {
 fn flex_op<B: Backend>(
     kind: Kind,
     geom: Geom,
-    x: Tensor<Cpu, 4>,
+    x: Tensor<B, 4>,
     w: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
 ) -> Tensor<B, 4> {
@@ -293,17 +295,23 @@ impl Geom {
         stride: [usize; 2],
         pad: [usize; 2],
         dil: [usize; 2],
-    ) -> Geom {
+    ) -> Option<Geom> {
         let [n, c_in, h, w] = input;
+        let sizes = [
+            n, c_in, h, w, c_out, kernel[0], kernel[1], stride[0], stride[1],
+        ];
+        if sizes.contains(&0) || dil.contains(&0) {
+            return None;
+        }
         let out = |size: usize, i: usize| {
-            (size + 2 * pad[i]).saturating_sub(dil[i] * (kernel[i] - 1) + 1) / stride[i] + 1
+            Some((size + 2 * pad[i]).checked_sub(dil[i] * (kernel[i] - 1) + 1)? / stride[i] + 1)
         };
-        let (oh, ow) = (out(h, 0), out(w, 1));
+        let (oh, ow) = (out(h, 0)?, out(w, 1)?);
         let columns = (oh * ow).max(1);
         // At least 8 chunks when the batch allows it, so that both the parallel loops
         // and the weight gradient's fixed reduction have work to share.
         let chunk = CHUNK_COLUMNS.div_ceil(columns).clamp(1, (n / 8).max(1));
-        Geom {
+        Some(Geom {
             n,
             c_in,
             h,
@@ -317,7 +325,7 @@ impl Geom {
             pad,
             dil,
             chunk,
-        }
+        })
     }
 
     /// Rows of the im2col matrix: one per (input channel, kernel row, kernel column).
@@ -506,59 +514,117 @@ fn im2col_channels(
     cols: &mut [f32],
     phases: &mut Vec<f32>,
 ) {
-    let (p, l, ow) = (g.p(), nb * g.p(), g.ow);
+    let (p, l) = (g.p(), nb * g.p());
     let plane = g.h * g.w;
     let ph = Phases::of(g);
-    phases.resize(ph.len(), 0.0);
+    let strided = g.stride != [1, 1];
+    let len = if strided { ph.len() } else { plane };
     let taps = taps(g, &ph);
-    let blocks = ph.th * ph.tw;
-    for j in 0..nb {
-        for c in channels.clone() {
-            let src = &x[((j0 + j) * g.c_in + c) * plane..][..plane];
-            let src: &[f32] = if g.stride == [1, 1] {
-                src
-            } else {
-                ph.split(src, g.w, phases);
-                phases
-            };
-            for (t, tap) in taps.iter().enumerate() {
-                let block = &src[tap.block..][..blocks];
-                let dst = &mut cols[((c - channels.start) * taps.len() + t) * l + j * p..][..p];
-                let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
-                dst[..ylo * ow].fill(0.0);
-                dst[yhi * ow..].fill(0.0);
-                if ylo == yhi {
-                    continue;
-                }
-                if ph.tw == ow {
-                    // Rows are as long in the phase as in the output: the tap's rows are
-                    // one run of the phase (shifted by its column offset); the columns
-                    // that fall in the padding are zeroed after.
-                    let (d0, d1) = (ylo * ow, yhi * ow);
-                    let s0 = tap.start + d0 as isize;
-                    let skip = (-s0).max(0) as usize;
-                    let end = (d1 - d0).min((blocks as isize - s0) as usize);
-                    if skip < end {
-                        let from = (s0 + skip as isize) as usize;
-                        dst[d0 + skip..d0 + end].copy_from_slice(&block[from..from + end - skip]);
-                    }
-                    dst[d0 + end..d1].fill(0.0);
-                    if xlo > 0 || xhi < ow {
-                        for row in dst[d0..d1].chunks_exact_mut(ow) {
-                            row[..xlo].fill(0.0);
-                            row[xhi..].fill(0.0);
-                        }
-                    }
-                    continue;
-                }
-                for oy in ylo..yhi {
-                    let drow = &mut dst[oy * ow..][..ow];
-                    drow[..xlo].fill(0.0);
-                    drow[xhi..].fill(0.0);
-                    let from = (tap.start + (oy * ph.tw + xlo) as isize) as usize;
-                    drow[xlo..xhi].copy_from_slice(&block[from..from + (xhi - xlo)]);
-                }
+    if strided {
+        phases.resize(nb * len, 0.0);
+    }
+    // Channel by channel, each tap's row of `cols` written front to back: the row is
+    // `nb` segments, one per image (visiting the images in the outer loop instead
+    // strode through the whole block and ran at the speed of cache misses).
+    for c in channels.clone() {
+        let image = |j: usize| &x[((j0 + j) * g.c_in + c) * plane..][..plane];
+        if strided {
+            for j in 0..nb {
+                ph.split(image(j), g.w, &mut phases[j * len..][..len]);
             }
+        }
+        for (t, tap) in taps.iter().enumerate() {
+            let row = &mut cols[((c - channels.start) * taps.len() + t) * l..][..l];
+            for (j, dst) in row.chunks_exact_mut(p).enumerate() {
+                let src = if strided {
+                    &phases[j * len..][..len]
+                } else {
+                    image(j)
+                };
+                copy_tap(tap, &ph, g.ow, &src[tap.block..][..ph.th * ph.tw], dst);
+            }
+        }
+    }
+}
+
+/// Fills `dst` (one image's `oh × ow` outputs for one tap) from the tap's phase `block`,
+/// with zeros where it reads padding.
+fn copy_tap(tap: &Tap, ph: &Phases, ow: usize, block: &[f32], dst: &mut [f32]) {
+    let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
+    dst[..ylo * ow].fill(0.0);
+    dst[yhi * ow..].fill(0.0);
+    if ylo == yhi {
+        return;
+    }
+    if ph.tw == ow {
+        // Rows are as long in the phase as in the output: the tap's rows are one run of
+        // the phase (shifted by its column offset); the columns that fall in the padding
+        // are zeroed after.
+        let (d0, d1) = (ylo * ow, yhi * ow);
+        let s0 = tap.start + d0 as isize;
+        let skip = (-s0).max(0) as usize;
+        let end = (d1 - d0).min((block.len() as isize - s0) as usize);
+        if skip < end {
+            let from = (s0 + skip as isize) as usize;
+            dst[d0 + skip..d0 + end].copy_from_slice(&block[from..from + end - skip]);
+        }
+        dst[d0 + end..d1].fill(0.0);
+        if xlo > 0 || xhi < ow {
+            for row in dst[d0..d1].chunks_exact_mut(ow) {
+                row[..xlo].fill(0.0);
+                row[xhi..].fill(0.0);
+            }
+        }
+        return;
+    }
+    for oy in ylo..yhi {
+        let drow = &mut dst[oy * ow..][..ow];
+        drow[..xlo].fill(0.0);
+        drow[xhi..].fill(0.0);
+        let from = (tap.start + (oy * ph.tw + xlo) as isize) as usize;
+        drow[xlo..xhi].copy_from_slice(&block[from..from + (xhi - xlo)]);
+    }
+}
+
+/// Adds `src` (one image's `oh × ow` entries for one tap) into the tap's phase `block`;
+/// the entries that read padding in im2col are zeroed on the way.
+fn add_tap(tap: &Tap, ph: &Phases, ow: usize, src: &mut [f32], block: &mut [f32]) {
+    let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
+    if ylo == yhi {
+        return;
+    }
+    if ph.tw == ow {
+        // As in `copy_tap`: one run per tap, after zeroing the entries that belong to the
+        // padding (they would land on a neighbouring row's edge).
+        let (d0, d1) = (ylo * ow, yhi * ow);
+        if xlo > 0 || xhi < ow {
+            for row in src[d0..d1].chunks_exact_mut(ow) {
+                row[..xlo].fill(0.0);
+                row[xhi..].fill(0.0);
+            }
+        }
+        let s0 = tap.start + d0 as isize;
+        let skip = (-s0).max(0) as usize;
+        let end = (d1 - d0).min((block.len() as isize - s0) as usize);
+        if skip < end {
+            let from = (s0 + skip as isize) as usize;
+            for (d, v) in block[from..from + end - skip]
+                .iter_mut()
+                .zip(&src[d0 + skip..d0 + end])
+            {
+                *d += *v;
+            }
+        }
+        return;
+    }
+    for oy in ylo..yhi {
+        let srow = &src[oy * ow..][..ow];
+        let from = (tap.start + (oy * ph.tw + xlo) as isize) as usize;
+        for (d, v) in block[from..from + (xhi - xlo)]
+            .iter_mut()
+            .zip(&srow[xlo..xhi])
+        {
+            *d += *v;
         }
     }
 }
@@ -567,66 +633,40 @@ fn im2col_channels(
 /// copied from. `dx` holds the chunk's `nb` images and is overwritten. The entries of
 /// `cols` that im2col would fill with padding are zeroed on the way.
 fn col2im(cols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32], phases: &mut Vec<f32>) {
-    let (p, l, ow) = (g.p(), nb * g.p(), g.ow);
+    let (p, l) = (g.p(), nb * g.p());
     let plane = g.h * g.w;
     let ph = Phases::of(g);
-    phases.resize(ph.len(), 0.0);
+    let strided = g.stride != [1, 1];
+    let len = if strided { ph.len() } else { plane };
     let taps = taps(g, &ph);
-    let blocks = ph.th * ph.tw;
-    for j in 0..nb {
-        for c in 0..g.c_in {
-            let dst = &mut dx[(j * g.c_in + c) * plane..][..plane];
-            let acc: &mut [f32] = if g.stride == [1, 1] {
-                dst
-            } else {
-                &mut phases[..]
-            };
-            acc.fill(0.0);
-            for (t, tap) in taps.iter().enumerate() {
-                let block = &mut acc[tap.block..][..blocks];
-                let src = &mut cols[(c * taps.len() + t) * l + j * p..][..p];
-                let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
-                if ylo == yhi {
-                    continue;
-                }
-                if ph.tw == ow {
-                    // As in im2col: one run per tap, after zeroing the entries that belong
-                    // to the padding (they would land on a neighbouring row's edge).
-                    let (d0, d1) = (ylo * ow, yhi * ow);
-                    if xlo > 0 || xhi < ow {
-                        for row in src[d0..d1].chunks_exact_mut(ow) {
-                            row[..xlo].fill(0.0);
-                            row[xhi..].fill(0.0);
-                        }
-                    }
-                    let s0 = tap.start + d0 as isize;
-                    let skip = (-s0).max(0) as usize;
-                    let end = (d1 - d0).min((blocks as isize - s0) as usize);
-                    if skip < end {
-                        let from = (s0 + skip as isize) as usize;
-                        for (d, v) in block[from..from + end - skip]
-                            .iter_mut()
-                            .zip(&src[d0 + skip..d0 + end])
-                        {
-                            *d += *v;
-                        }
-                    }
-                    continue;
-                }
-                for oy in ylo..yhi {
-                    let srow = &src[oy * ow..][..ow];
-                    let from = (tap.start + (oy * ph.tw + xlo) as isize) as usize;
-                    for (d, v) in block[from..from + (xhi - xlo)]
-                        .iter_mut()
-                        .zip(&srow[xlo..xhi])
-                    {
-                        *d += *v;
-                    }
-                }
+    if strided {
+        phases.resize(nb * len, 0.0);
+    }
+    // Channel by channel and tap by tap, reading `cols` front to back (see im2col).
+    for c in 0..g.c_in {
+        for j in 0..nb {
+            match strided {
+                true => phases[j * len..][..len].fill(0.0),
+                false => dx[(j * g.c_in + c) * plane..][..plane].fill(0.0),
             }
-            if g.stride != [1, 1] {
-                let dst = &mut dx[(j * g.c_in + c) * plane..][..plane];
-                ph.join(phases, g.w, dst);
+        }
+        for (t, tap) in taps.iter().enumerate() {
+            let row = &mut cols[(c * taps.len() + t) * l..][..l];
+            for (j, src) in row.chunks_exact_mut(p).enumerate() {
+                let acc = match strided {
+                    true => &mut phases[j * len..][..len],
+                    false => &mut dx[(j * g.c_in + c) * plane..][..plane],
+                };
+                add_tap(tap, &ph, g.ow, src, &mut acc[tap.block..][..ph.th * ph.tw]);
+            }
+        }
+        if strided {
+            for j in 0..nb {
+                ph.join(
+                    &phases[j * len..][..len],
+                    g.w,
+                    &mut dx[(j * g.c_in + c) * plane..][..plane],
+                );
             }
         }
     }
@@ -1091,7 +1131,10 @@ mod tests {
                 x,
                 w,
                 co,
-                &|x, w, b| flex_op(Kind::Conv, conv_geom(x.dims(), w.dims(), &options), x, w, b),
+                &|x, w, b| {
+                    let geom = conv_geom(x.dims(), w.dims(), &options).expect("a valid geometry");
+                    flex_op(Kind::Conv, geom, x, w, b)
+                },
                 &|x, w, b| conv2d(x, w, b, options.clone()),
                 &format!("conv case {i}"),
             );
@@ -1116,7 +1159,8 @@ mod tests {
                 w,
                 co,
                 &|x, w, b| {
-                    let geom = transpose_geom(x.dims(), w.dims(), &options);
+                    let geom =
+                        transpose_geom(x.dims(), w.dims(), &options).expect("a valid geometry");
                     flex_op(Kind::Transpose, geom, x, w, b)
                 },
                 &|x, w, b| conv_transpose2d(x, w, b, options.clone()),
@@ -1152,6 +1196,22 @@ mod tests {
     }
 
     #[test]
+    fn shapes_the_fast_path_cannot_take_are_left_to_burn() {
+        let conv = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        assert!(conv_geom([2, 3, 4, 4], [5, 3, 4, 4], &conv).is_some());
+        // A kernel larger than the input, an empty batch.
+        assert!(conv_geom([2, 3, 3, 4], [5, 3, 4, 4], &conv).is_none());
+        assert!(conv_geom([0, 3, 4, 4], [5, 3, 4, 4], &conv).is_none());
+        let transpose = |padding, padding_out| {
+            ConvTransposeOptions::new([2, 2], padding, padding_out, [1, 1], 1)
+        };
+        assert!(transpose_geom([2, 3, 4, 4], [3, 5, 4, 4], &transpose([1, 1], [0, 0])).is_some());
+        // Padding that would cut the output below nothing, an output padding of a stride.
+        assert!(transpose_geom([2, 3, 1, 1], [3, 5, 2, 2], &transpose([3, 3], [0, 0])).is_none());
+        assert!(transpose_geom([2, 3, 4, 4], [3, 5, 4, 4], &transpose([1, 1], [2, 2])).is_none());
+    }
+
+    #[test]
     fn weight_gradient_is_the_same_on_any_number_of_threads() {
         // A layer summed in partial sums, one summed chunk by chunk, and a full-map layer
         // (one matrix product for the batch).
@@ -1170,7 +1230,8 @@ mod tests {
                 [stride; 2],
                 [pad; 2],
                 [1, 1],
-            );
+            )
+            .expect("a valid geometry");
             assert_eq!(g.full_map(), out == 1);
             if !g.full_map() {
                 assert_eq!(g.c_out * g.k() < SMALL_WEIGHT_GRAD, c_in == 3);

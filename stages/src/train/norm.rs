@@ -8,7 +8,6 @@
 //! element-wise burn ops made a dozen (the DCGAN benchmark's profile put element-wise
 //! and reduction ops, mostly BatchNorm's, at a fifth of the step).
 
-use std::any::TypeId;
 use std::sync::Arc;
 
 use burn::backend::Flex;
@@ -25,7 +24,7 @@ use burn_flex::FlexTensor;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
-use super::conv::{contiguous, cpu_float, same_type, values};
+use super::conv::{contiguous, cpu_float, is_cpu, same_type, values};
 
 /// The activation applied after a BatchNorm.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +74,7 @@ pub fn batch_norm_act<B: Backend>(
     if !B::ad_enabled(&x.device()) {
         return act.apply(bn.forward(x));
     }
-    if TypeId::of::<B>() != TypeId::of::<Cpu>() {
+    if !is_cpu::<B>() {
         return act.apply(batch_norm(bn, x));
     }
     let [n, c, h, w] = x.dims();
