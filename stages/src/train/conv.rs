@@ -206,10 +206,13 @@ struct FlexOp {
     kind: Kind,
 }
 
-impl FlexOp {
-    fn backward<const N: usize>(
+/// With N = 2 (no bias) or 3 (a bias).
+impl<const N: usize> Backward<Flex, N> for FlexOp {
+    type State = (NodeId, NodeId, Geom);
+
+    fn backward(
         self,
-        ops: Ops<(NodeId, NodeId, Geom), N>,
+        ops: Ops<Self::State, N>,
         grads: &mut Gradients,
         checkpointer: &mut Checkpointer,
     ) {
@@ -234,32 +237,6 @@ impl FlexOp {
         if let Some(Some(node)) = ops.parents.get(2) {
             grads.register::<Flex>(node.id, channel_sums(&dy));
         }
-    }
-}
-
-impl Backward<Flex, 2> for FlexOp {
-    type State = (NodeId, NodeId, Geom);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 2>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        FlexOp::backward(self, ops, grads, checkpointer);
-    }
-}
-
-impl Backward<Flex, 3> for FlexOp {
-    type State = (NodeId, NodeId, Geom);
-
-    fn backward(
-        self,
-        ops: Ops<Self::State, 3>,
-        grads: &mut Gradients,
-        checkpointer: &mut Checkpointer,
-    ) {
-        FlexOp::backward(self, ops, grads, checkpointer);
     }
 }
 
