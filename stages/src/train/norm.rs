@@ -44,24 +44,62 @@ impl Activation {
         }
     }
 
-    /// The slope of the activation at a pre-activation `z`.
-    fn slope(self, z: f32) -> f32 {
+    /// The slope for negative pre-activations (1 for positive ones): every activation
+    /// here is piecewise linear with its kink at 0, which keeps the loops below
+    /// branch-free (one select), so the compiler vectorises them.
+    fn negative_slope(self) -> f32 {
         match self {
             Activation::Identity => 1.0,
-            Activation::Relu => (z > 0.0) as u8 as f32,
-            Activation::LeakyRelu(s) => {
-                if z > 0.0 {
-                    1.0
-                } else {
-                    s
-                }
-            }
+            Activation::Relu => 0.0,
+            Activation::LeakyRelu(s) => s,
         }
     }
+}
 
-    fn eval(self, z: f32) -> f32 {
-        z * self.slope(z)
+/// The slope at pre-activation `z` of an activation with `negative` slope below 0.
+#[inline(always)]
+fn slope(z: f32, negative: f32) -> f32 {
+    if z > 0.0 { 1.0 } else { negative }
+}
+
+/// Σ f(v) over `v` in eight f32 lanes, returned in f64: a plain f32 sum must keep its
+/// order and does not vectorise; the lanes do, and each holds few enough terms (one
+/// plane) for f32.
+fn lane_sum(v: &[f32], f: impl Fn(f32) -> f32) -> f64 {
+    let mut lanes = [0f32; 8];
+    let chunks = v.chunks_exact(8);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
     }
+    let lanes: f64 = lanes.iter().map(|&l| l as f64).sum();
+    lanes + tail.iter().map(|&v| f(v) as f64).sum::<f64>()
+}
+
+/// [`lane_sum`] of two terms of element pairs at once.
+fn lane_sum2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> (f32, f32)) -> (f64, f64) {
+    let (mut l1, mut l2) = ([0f32; 8], [0f32; 8]);
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ta, tb) = (ca.remainder(), cb.remainder());
+    for (ca, cb) in ca.zip(cb) {
+        for i in 0..8 {
+            let (u, v) = f(ca[i], cb[i]);
+            l1[i] += u;
+            l2[i] += v;
+        }
+    }
+    let (mut s1, mut s2): (f64, f64) = (
+        l1.iter().map(|&l| l as f64).sum(),
+        l2.iter().map(|&l| l as f64).sum(),
+    );
+    for (&a, &b) in ta.iter().zip(tb) {
+        let (u, v) = f(a, b);
+        s1 += u as f64;
+        s2 += v as f64;
+    }
+    (s1, s2)
 }
 
 /// `act(bn(x))` for a 4-D batch, BatchNorm in training mode (batch statistics, running
@@ -172,8 +210,9 @@ fn update_running<B: Backend>(bn: &BatchNorm<B>, mean: Tensor<B, 1>, var: Tensor
     bn.running_var.update(running_var.detach());
 }
 
-/// Per-channel mean and biased variance of `x` ([n, c, h, w]), summed in f64 in a fixed
-/// order (two passes: the mean, then the squared deviations).
+/// Per-channel mean and biased variance of `x` ([n, c, h, w]), in a fixed order (two
+/// passes: the mean, then the squared deviations; planes summed in f32 lanes, planes'
+/// sums in f64).
 fn channel_statistics(x: &FlexTensor) -> (Vec<f64>, Vec<f64>) {
     let x = contiguous(x);
     let [n, c, h, w] = x.layout().shape().dims();
@@ -184,10 +223,10 @@ fn channel_statistics(x: &FlexTensor) -> (Vec<f64>, Vec<f64>) {
         .into_par_iter()
         .map(|ch| {
             let planes = (0..n).map(|j| &x[(j * c + ch) * plane..][..plane]);
-            let mean = planes.clone().flatten().map(|&v| v as f64).sum::<f64>() / count;
+            let mean = planes.clone().map(|p| lane_sum(p, |v| v)).sum::<f64>() / count;
+            let m = mean as f32;
             let var = planes
-                .flatten()
-                .map(|&v| (v as f64 - mean).powi(2))
+                .map(|p| lane_sum(p, |v| (v - m) * (v - m)))
                 .sum::<f64>()
                 / count;
             (mean, var)
@@ -223,8 +262,10 @@ fn normalize(x: &FlexTensor, s: &NormState) -> FlexTensor {
         .enumerate()
         .for_each(|(i, (y, x))| {
             let (scale, shift) = (s.scale[i % c], s.shift[i % c]);
+            let negative = s.act.negative_slope();
             for (y, x) in y.iter_mut().zip(x) {
-                *y = s.act.eval(x * scale + shift);
+                let z = x * scale + shift;
+                *y = z * slope(z, negative);
             }
         });
     FlexTensor::from_data(TensorData::new(y, s.dims))
@@ -250,18 +291,22 @@ impl Backward<Flex, 3> for NormOp {
         let plane = h * w;
         let (x, dy) = (contiguous(&x), contiguous(&dy));
         let (x, dy) = (values(&x), values(&dy));
+        let negative = s.act.negative_slope();
         // dz = dy · act'(z); per channel Σ dz (beta's gradient) and Σ dz · x̂ (gamma's).
         let sums: Vec<(f64, f64)> = (0..c)
             .into_par_iter()
             .map(|ch| {
+                let (scale, shift, mean, inv_std) =
+                    (s.scale[ch], s.shift[ch], s.mean[ch], s.inv_std[ch]);
                 let (mut sum, mut sum_xhat) = (0f64, 0f64);
                 for j in 0..n {
                     let at = (j * c + ch) * plane;
-                    for (&x, &dy) in x[at..at + plane].iter().zip(&dy[at..at + plane]) {
-                        let dz = dy * s.act.slope(x * s.scale[ch] + s.shift[ch]);
-                        sum += dz as f64;
-                        sum_xhat += (dz * (x - s.mean[ch]) * s.inv_std[ch]) as f64;
-                    }
+                    let (a, b) = lane_sum2(&x[at..at + plane], &dy[at..at + plane], |x, dy| {
+                        let dz = dy * slope(x * scale + shift, negative);
+                        (dz, dz * (x - mean) * inv_std)
+                    });
+                    sum += a;
+                    sum_xhat += b;
                 }
                 (sum, sum_xhat)
             })
@@ -280,9 +325,11 @@ impl Backward<Flex, 3> for NormOp {
                     let k = s.gamma[ch] * s.inv_std[ch];
                     let xs = &x[at..at + plane];
                     let dys = &dy[at..at + plane];
+                    let (scale, shift, mean, inv_std) =
+                        (s.scale[ch], s.shift[ch], s.mean[ch], s.inv_std[ch]);
                     for ((dx, &x), &dy) in dx.iter_mut().zip(xs).zip(dys) {
-                        let dz = dy * s.act.slope(x * s.scale[ch] + s.shift[ch]);
-                        let xhat = (x - s.mean[ch]) * s.inv_std[ch];
+                        let dz = dy * slope(x * scale + shift, negative);
+                        let xhat = (x - mean) * inv_std;
                         *dx = k * (dz - mean_dz - xhat * mean_dz_xhat);
                     }
                 });
