@@ -707,35 +707,6 @@ fn matmul_on(
     }
 }
 
-/// [`matmul_on`] the calling thread.
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_strides: [usize; 2],
-    accumulate: bool,
-    lhs: &[f32],
-    lhs_strides: [usize; 2],
-    rhs: &[f32],
-    rhs_strides: [usize; 2],
-) {
-    matmul_on(
-        false,
-        m,
-        n,
-        k,
-        dst,
-        dst_strides,
-        accumulate,
-        lhs,
-        lhs_strides,
-        rhs,
-        rhs_strides,
-    );
-}
-
 #[derive(Default)]
 struct Scratch {
     cols: Vec<f32>,
@@ -802,7 +773,19 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &G
                 let cols = sized(cols, k * l);
                 im2col(x, g, i * g.chunk, nb, cols, phases);
                 let out = sized(rows, g.c_out * l);
-                matmul(g.c_out, l, k, out, [l, 1], false, w, [k, 1], cols, [l, 1]);
+                matmul_on(
+                    false,
+                    g.c_out,
+                    l,
+                    k,
+                    out,
+                    [l, 1],
+                    false,
+                    w,
+                    [k, 1],
+                    cols,
+                    [l, 1],
+                );
                 for j in 0..nb {
                     for c in 0..g.c_out {
                         let dst = &mut y[(j * g.c_out + c) * p..][..p];
@@ -866,7 +849,19 @@ fn input_grad(dy: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Ge
                 let rows = sized(rows, g.c_out * l);
                 gather_rows(dy, g, i * g.chunk, nb, rows);
                 let cols = sized(cols, k * l);
-                matmul(k, l, g.c_out, cols, [l, 1], false, w, [1, k], rows, [l, 1]);
+                matmul_on(
+                    false,
+                    k,
+                    l,
+                    g.c_out,
+                    cols,
+                    [l, 1],
+                    false,
+                    w,
+                    [1, k],
+                    rows,
+                    [l, 1],
+                );
                 col2im(cols, g, nb, dx, phases);
                 if let Some(b) = bias {
                     for (plane, b) in dx.chunks_exact_mut(plane).zip(b.iter().cycle()) {
@@ -995,7 +990,8 @@ fn weight_grad_in_partial_sums(x: &[f32], dy: &[f32], g: &Geom) -> FlexTensor {
                     let cols = sized(cols, k * l);
                     im2col(x, g, j0, nb, cols, phases);
                     let first = chunk == t * per_task;
-                    matmul(
+                    matmul_on(
+                        false,
                         g.c_out,
                         k,
                         l,
