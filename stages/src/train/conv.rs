@@ -474,6 +474,40 @@ impl Phases {
     }
 }
 
+/// What im2col and col2im share for a chunk of `nb` images: `p` outputs per image, `l`
+/// columns, `plane` input pixels; with a stride, each image's phases take `len` entries
+/// of the scratch (resized here), without one the plane is used as it is.
+struct Lowering {
+    p: usize,
+    l: usize,
+    plane: usize,
+    ph: Phases,
+    strided: bool,
+    len: usize,
+    taps: Vec<Tap>,
+}
+
+impl Lowering {
+    fn new(g: &Geom, nb: usize, phases: &mut Vec<f32>) -> Lowering {
+        let ph = Phases::of(g);
+        let strided = g.stride != [1, 1];
+        let plane = g.h * g.w;
+        let len = if strided { ph.len() } else { plane };
+        if strided {
+            phases.resize(nb * len, 0.0);
+        }
+        Lowering {
+            p: g.p(),
+            l: nb * g.p(),
+            plane,
+            taps: taps(g, &ph),
+            ph,
+            strided,
+            len,
+        }
+    }
+}
+
 /// Copies images `j0..j0+nb` of `x` ([n, c_in, h, w]) into `cols`, a row-major
 /// `k × nb·p` matrix: row (c, ki, kj), column (image, oy, ox) holds
 /// x[image, c, oy·s + ki·d − pad, ox·s + kj·d − pad], or 0 in the padding.
@@ -491,15 +525,15 @@ fn im2col_channels(
     cols: &mut [f32],
     phases: &mut Vec<f32>,
 ) {
-    let (p, l) = (g.p(), nb * g.p());
-    let plane = g.h * g.w;
-    let ph = Phases::of(g);
-    let strided = g.stride != [1, 1];
-    let len = if strided { ph.len() } else { plane };
-    let taps = taps(g, &ph);
-    if strided {
-        phases.resize(nb * len, 0.0);
-    }
+    let Lowering {
+        p,
+        l,
+        plane,
+        ph,
+        strided,
+        len,
+        taps,
+    } = Lowering::new(g, nb, phases);
     // Channel by channel, each tap's row of `cols` written front to back: the row is
     // `nb` segments, one per image (visiting the images in the outer loop instead
     // strode through the whole block and ran at the speed of cache misses).
@@ -610,15 +644,15 @@ fn add_tap(tap: &Tap, ph: &Phases, ow: usize, src: &mut [f32], block: &mut [f32]
 /// copied from. `dx` holds the chunk's `nb` images and is overwritten. The entries of
 /// `cols` that im2col would fill with padding are zeroed on the way.
 fn col2im(cols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32], phases: &mut Vec<f32>) {
-    let (p, l) = (g.p(), nb * g.p());
-    let plane = g.h * g.w;
-    let ph = Phases::of(g);
-    let strided = g.stride != [1, 1];
-    let len = if strided { ph.len() } else { plane };
-    let taps = taps(g, &ph);
-    if strided {
-        phases.resize(nb * len, 0.0);
-    }
+    let Lowering {
+        p,
+        l,
+        plane,
+        ph,
+        strided,
+        len,
+        taps,
+    } = Lowering::new(g, nb, phases);
     // Channel by channel and tap by tap, reading `cols` front to back (see im2col).
     for c in 0..g.c_in {
         for j in 0..nb {
