@@ -5,8 +5,9 @@
 //! as another convolution with the batch and channel axes swapped (a kernel as large as
 //! the output map, one "image" per input channel), and the input gradient through flex's
 //! transposed convolution. Measured per layer of the DCGAN benchmark (`examples/conv_ops`)
-//! these took 1.1–7x the time of the forward pass for the same arithmetic, and the
-//! weight gradient of the first discriminator layer (3 input channels) ran on one core.
+//! the weight gradients took 0.8–6.8x the time of the forward pass for the same
+//! arithmetic (flex splits that swapped convolution over its "batch", which for the first
+//! discriminator layer is its 3 input channels).
 //! Here all three products are one lowering, im2col plus a matrix product
 //! (the `gemm` crate that flex itself uses), over fixed chunks of the batch run in
 //! parallel, registered as custom autodiff operations (burn's `Backward` extension
