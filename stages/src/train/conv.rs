@@ -167,37 +167,51 @@ fn flex_op<B: Backend>(
         Kind::Transpose => input_grad(x, w, b, &geom),
     };
     let op = FlexOp { kind };
-    let y = match bias.map(cpu_float) {
-        None => match op
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), geom);
-                prep.finish(state, forward(&x.primitive, &w.primitive, None))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None)),
-        },
-        Some(b) => match op
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), geom);
-                prep.finish(
-                    state,
-                    forward(&x.primitive, &w.primitive, Some(&b.primitive)),
-                )
-            }
-            OpsKind::UnTracked(prep) => {
-                prep.finish(forward(&x.primitive, &w.primitive, Some(&b.primitive)))
-            }
-        },
+    let bias = bias.map(cpu_float);
+    let run = || {
+        forward(
+            &x.primitive,
+            &w.primitive,
+            bias.as_ref().map(|b| &b.primitive),
+        )
+    };
+    let y = match &bias {
+        None => record(
+            op.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
+                .compute_bound()
+                .stateful(),
+            (&x, &w, geom),
+            run,
+        ),
+        Some(b) => record(
+            op.prepare::<NoCheckpointing>([x.node.clone(), w.node.clone(), b.node.clone()])
+                .compute_bound()
+                .stateful(),
+            (&x, &w, geom),
+            run,
+        ),
     };
     let y = Tensor::<Cpu, 4>::from_primitive(TensorPrimitive::Float(y));
     same_type::<_, Tensor<B, 4>>(y).unwrap_or_else(|_| unreachable!("B is the CPU backend"))
+}
+
+/// What the backward pass of [`FlexOp`] reads: the checkpointed input and weight.
+type ConvState = (NodeId, NodeId, Geom);
+
+/// Puts the operation on the graph (checkpointing its input and weight when a parent
+/// needs a gradient) and returns `forward()`'s output as its result.
+fn record<const N: usize>(
+    prep: OpsKind<FlexOp, Flex, ConvState, NoCheckpointing, N>,
+    (x, w, geom): (&FloatTensor<Cpu>, &FloatTensor<Cpu>, Geom),
+    forward: impl FnOnce() -> FlexTensor,
+) -> FloatTensor<Cpu> {
+    match prep {
+        OpsKind::Tracked(mut prep) => {
+            let state = (prep.checkpoint(x), prep.checkpoint(w), geom);
+            prep.finish(state, forward())
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward()),
+    }
 }
 
 /// A convolution or transposed convolution on the CPU backend's autodiff graph; its
@@ -209,7 +223,7 @@ struct FlexOp {
 
 /// With N = 2 (no bias) or 3 (a bias).
 impl<const N: usize> Backward<Flex, N> for FlexOp {
-    type State = (NodeId, NodeId, Geom);
+    type State = ConvState;
 
     fn backward(
         self,
@@ -475,10 +489,12 @@ impl Phases {
     }
 }
 
-/// What im2col and col2im share for a chunk of `nb` images: `p` outputs per image, `l`
-/// columns, `plane` input pixels; with a stride, each image's phases take `len` entries
-/// of the scratch (resized here), without one the plane is used as it is.
+/// What im2col and col2im share for a chunk of `nb` images, worked out once per chunk:
+/// `p` outputs per image, `l` columns, `plane` input pixels, the taps; with a stride,
+/// each image's phases take `len` entries of a task's scratch, without one the plane is
+/// used as it is.
 struct Lowering {
+    nb: usize,
     p: usize,
     l: usize,
     plane: usize,
@@ -489,52 +505,57 @@ struct Lowering {
 }
 
 impl Lowering {
-    fn new(g: &Geom, nb: usize, phases: &mut Vec<f32>) -> Lowering {
+    fn new(g: &Geom, nb: usize) -> Lowering {
         let ph = Phases::of(g);
         let strided = g.stride != [1, 1];
         let plane = g.h * g.w;
-        let len = if strided { ph.len() } else { plane };
-        if strided {
-            phases.resize(nb * len, 0.0);
-        }
         Lowering {
+            nb,
             p: g.p(),
             l: nb * g.p(),
             plane,
+            len: if strided { ph.len() } else { plane },
             taps: taps(g, &ph),
             ph,
             strided,
-            len,
         }
+    }
+
+    /// `phases` sized for the chunk's images (nothing to hold without a stride).
+    fn phases<'a>(&self, phases: &'a mut Vec<f32>) -> &'a mut [f32] {
+        let len = if self.strided { self.nb * self.len } else { 0 };
+        sized(phases, len)
     }
 }
 
 /// Copies images `j0..j0+nb` of `x` ([n, c_in, h, w]) into `cols`, a row-major
 /// `k × nb·p` matrix: row (c, ki, kj), column (image, oy, ox) holds
 /// x[image, c, oy·s + ki·d − pad, ox·s + kj·d − pad], or 0 in the padding.
-fn im2col(x: &[f32], g: &Geom, j0: usize, nb: usize, cols: &mut [f32], phases: &mut Vec<f32>) {
-    im2col_channels(x, g, j0, nb, 0..g.c_in, cols, phases);
+fn im2col(x: &[f32], g: &Geom, lw: &Lowering, j0: usize, cols: &mut [f32], phases: &mut Vec<f32>) {
+    im2col_channels(x, g, lw, j0, 0..g.c_in, cols, phases);
 }
 
 /// [`im2col`] for the input channels `channels` only: `cols` holds their rows.
 fn im2col_channels(
     x: &[f32],
     g: &Geom,
+    lw: &Lowering,
     j0: usize,
-    nb: usize,
     channels: std::ops::Range<usize>,
     cols: &mut [f32],
     phases: &mut Vec<f32>,
 ) {
     let Lowering {
+        nb,
         p,
         l,
         plane,
-        ph,
+        ref ph,
         strided,
         len,
-        taps,
-    } = Lowering::new(g, nb, phases);
+        ref taps,
+    } = *lw;
+    let phases = lw.phases(phases);
     // Channel by channel, each tap's row of `cols` written front to back: the row is
     // `nb` segments, one per image (visiting the images in the outer loop instead
     // strode through the whole block and ran at the speed of cache misses).
@@ -553,7 +574,7 @@ fn im2col_channels(
                 } else {
                     image(j)
                 };
-                copy_tap(tap, &ph, g.ow, &src[tap.block..][..ph.th * ph.tw], dst);
+                copy_tap(tap, ph, g.ow, &src[tap.block..][..ph.th * ph.tw], dst);
             }
         }
     }
@@ -644,16 +665,18 @@ fn add_tap(tap: &Tap, ph: &Phases, ow: usize, src: &mut [f32], block: &mut [f32]
 /// The adjoint of [`im2col`]: sums every entry of `cols` into the image position it was
 /// copied from. `dx` holds the chunk's `nb` images and is overwritten. The entries of
 /// `cols` that im2col would fill with padding are zeroed on the way.
-fn col2im(cols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32], phases: &mut Vec<f32>) {
+fn col2im(cols: &mut [f32], g: &Geom, lw: &Lowering, dx: &mut [f32], phases: &mut Vec<f32>) {
     let Lowering {
+        nb,
         p,
         l,
         plane,
-        ph,
+        ref ph,
         strided,
         len,
-        taps,
-    } = Lowering::new(g, nb, phases);
+        ref taps,
+    } = *lw;
+    let phases = lw.phases(phases);
     // Channel by channel and tap by tap, reading `cols` front to back (see im2col).
     for c in 0..g.c_in {
         for j in 0..nb {
@@ -669,7 +692,7 @@ fn col2im(cols: &mut [f32], g: &Geom, nb: usize, dx: &mut [f32], phases: &mut Ve
                     true => &mut phases[j * len..][..len],
                     false => &mut dx[(j * g.c_in + c) * plane..][..plane],
                 };
-                add_tap(tap, &ph, g.ow, src, &mut acc[tap.block..][..ph.th * ph.tw]);
+                add_tap(tap, ph, g.ow, src, &mut acc[tap.block..][..ph.th * ph.tw]);
             }
         }
         if strided {
@@ -806,7 +829,7 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &G
                 let nb = y.len() / (g.c_out * p);
                 let l = nb * p;
                 let cols = sized(cols, k * l);
-                im2col(x, g, i * g.chunk, nb, cols, phases);
+                im2col(x, g, &Lowering::new(g, nb), i * g.chunk, cols, phases);
                 let out = sized(rows, g.c_out * l);
                 matmul_on(
                     false,
@@ -897,7 +920,7 @@ fn input_grad(dy: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Ge
                     rows,
                     [l, 1],
                 );
-                col2im(cols, g, nb, dx, phases);
+                col2im(cols, g, &Lowering::new(g, nb), dx, phases);
                 if let Some(b) = bias {
                     for (plane, b) in dx.chunks_exact_mut(plane).zip(b.iter().cycle()) {
                         plane.iter_mut().for_each(|v| *v += b);
@@ -983,11 +1006,12 @@ fn weight_grad(x: &FlexTensor, dy: &FlexTensor, g: &Geom) -> FlexTensor {
         let rows = sized(&mut rows, g.c_out * l);
         gather_rows(dy, g, j0, nb, rows);
         let cols = sized(&mut cols, k * l);
+        let lw = Lowering::new(g, nb);
         cols.par_chunks_mut(taps * l)
             .enumerate()
             .for_each(|(c, slab)| {
                 with_scratch(|scratch| {
-                    im2col_channels(x, g, j0, nb, c..c + 1, slab, &mut scratch.phases)
+                    im2col_channels(x, g, &lw, j0, c..c + 1, slab, &mut scratch.phases)
                 })
             });
         matmul_on(
@@ -1023,7 +1047,7 @@ fn weight_grad_in_partial_sums(x: &[f32], dy: &[f32], g: &Geom) -> FlexTensor {
                     let rows = sized(rows, g.c_out * l);
                     gather_rows(dy, g, j0, nb, rows);
                     let cols = sized(cols, k * l);
-                    im2col(x, g, j0, nb, cols, phases);
+                    im2col(x, g, &Lowering::new(g, nb), j0, cols, phases);
                     let first = chunk == t * per_task;
                     matmul_on(
                         false,

@@ -144,7 +144,6 @@ pub fn batch_norm_act<B: Backend>(
         dims: [n, c, h, w],
         mean: mean.iter().map(|&m| m as f32).collect(),
         inv_std,
-        gamma: gamma_values.to_vec(),
         scale,
         shift,
         act,
@@ -243,8 +242,8 @@ struct NormState {
     dims: [usize; 4],
     mean: Vec<f32>,
     inv_std: Vec<f32>,
-    gamma: Vec<f32>,
-    /// gamma · inv_std, and beta − mean · scale: the pre-activation is x · scale + shift.
+    /// gamma · inv_std, and beta − mean · scale: the pre-activation is x · scale + shift
+    /// (and `scale` is also the input gradient's factor).
     scale: Vec<f32>,
     shift: Vec<f32>,
     act: Activation,
@@ -322,7 +321,7 @@ impl Backward<Flex, 3> for NormOp {
                     let at = i * plane;
                     let (mean_dz, mean_dz_xhat) =
                         ((sums[ch].0 / count) as f32, (sums[ch].1 / count) as f32);
-                    let k = s.gamma[ch] * s.inv_std[ch];
+                    let k = s.scale[ch];
                     let xs = &x[at..at + plane];
                     let dys = &dy[at..at + plane];
                     let (scale, shift, mean, inv_std) =
