@@ -552,8 +552,7 @@ impl DatasetReader {
             ));
         }
         let len = part.image_len();
-        let mut set = ImageSet::new(part.width, part.height, part.channels);
-        set.pixels = vec![0u8; (range.end - range.start) * len];
+        let mut set = ImageSet::zeroed(part.width, part.height, part.channels, range.len());
         self.file
             .read_exact_at(&mut set.pixels, part.offset + (range.start * len) as u64)
             .map_err(|e| DatasetError::io(&self.path, e))?;

@@ -18,6 +18,13 @@ impl ImageSet {
         }
     }
 
+    /// A set of `count` black images, in a buffer from [`pixel_buffer`].
+    pub fn zeroed(width: u32, height: u32, channels: u8, count: usize) -> Self {
+        let mut set = ImageSet::new(width, height, channels);
+        set.pixels = pixel_buffer(count * set.image_len());
+        set
+    }
+
     /// The number of images.
     pub fn len(&self) -> usize {
         match self.image_len() {
@@ -57,6 +64,48 @@ impl ImageSet {
     }
 }
 
+/// A zeroed buffer of `len` bytes for the pixels of an image set.
+///
+/// Resizing reads a big set row by row with strides (the column pass, nearest's
+/// sampled rows), so with 4 KiB pages most rows of a large image cost a TLB miss, and
+/// on a virtual machine every miss is a two-level page walk. A buffer of several MiB
+/// is therefore advised to use transparent huge pages on Linux, which systems whose
+/// policy is `madvise` (Debian's default) honour only when asked. The advice changes
+/// no contents; where it is refused, or on other systems, this is a plain buffer.
+pub fn pixel_buffer(len: usize) -> Vec<u8> {
+    // For a large length the allocator maps fresh zero pages without touching them,
+    // so the advice still applies to every page when the caller first writes.
+    let mut buffer = vec![0u8; len];
+    advise_huge_pages(&mut buffer);
+    buffer
+}
+
+#[cfg(target_os = "linux")]
+fn advise_huge_pages(buffer: &mut [u8]) {
+    const HUGE_PAGE: usize = 2 << 20;
+    if buffer.len() < 2 * HUGE_PAGE {
+        return;
+    }
+    let start = buffer.as_mut_ptr() as usize;
+    let first = start.next_multiple_of(HUGE_PAGE);
+    let last = (start + buffer.len()) / HUGE_PAGE * HUGE_PAGE;
+    if last > first {
+        // SAFETY: the range lies inside `buffer`, which this function borrows mutably;
+        // MADV_HUGEPAGE only changes how the kernel backs the pages, never their
+        // contents, and a failure (an old kernel, THP disabled) is harmless.
+        unsafe {
+            libc::madvise(
+                first as *mut libc::c_void,
+                last - first,
+                libc::MADV_HUGEPAGE,
+            );
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages(_buffer: &mut [u8]) {}
+
 /// ITU-R BT.601 luma in fixed point, so that gray conversion is exact integer arithmetic
 /// and therefore identical on every machine.
 pub(crate) fn luma(r: u8, g: u8, b: u8) -> u8 {
@@ -77,6 +126,23 @@ pub(crate) fn gray_to_rgb(gray: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pixel_buffers_are_zeroed_and_writable_at_every_size() {
+        // Below, at and well above the size that gets the huge-page advice, and not
+        // a whole number of huge pages.
+        for len in [0, 1, 4 << 20, (9 << 20) + 12_345] {
+            let mut buffer = pixel_buffer(len);
+            assert_eq!(buffer.len(), len);
+            assert!(buffer.iter().all(|&b| b == 0));
+            for (i, b) in buffer.iter_mut().enumerate() {
+                *b = i as u8;
+            }
+            assert!(buffer.iter().enumerate().all(|(i, &b)| b == i as u8));
+        }
+        let set = ImageSet::zeroed(4, 3, 3, 5);
+        assert_eq!((set.len(), set.pixels.len()), (5, 4 * 3 * 3 * 5));
+    }
 
     #[test]
     fn push_and_index() {

@@ -38,7 +38,7 @@ mod synthetic;
 
 pub use dataset::{DATASET_FILE, Dataset, DatasetReader, Layout, MASK_PREFIX, PartInfo};
 pub use error::DatasetError;
-pub use imageset::ImageSet;
+pub use imageset::{ImageSet, pixel_buffer};
 pub use source::{
     Channels, CsvSource, FolderLabels, FolderSource, IdxSource, ImportReport, OnError,
     PairedSource, Source, SyntheticSource, SyntheticVariant, UnpairedSource, import, source_paths,

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! Every file is decoded before anything is timed (gray PNGs stay gray, everything
-//! else becomes RGB) and the images are grouped into one `ImageSet` per shape. Then,
+//! else becomes RGB) and the images are grouped into one `ImageSet` per shape, in
+//! buffers allocated as the downsample stage's are (`pixel_buffer`). Then,
 //! for each filter, on a rayon pool of `--threads` threads: one untimed warm-up round,
 //! then `--repeat` timed rounds, each one `resize_set` call per set, start to finish,
 //! including the allocation of the output sets. Prints one JSON object with every
@@ -25,7 +26,7 @@ use std::error::Error;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use gantry_datasets::ImageSet;
+use gantry_datasets::{ImageSet, pixel_buffer};
 use gantry_stages::resize::{Filter, ResizeError, resize_set};
 use rayon::prelude::*;
 
@@ -105,6 +106,12 @@ fn load(files: &[PathBuf]) -> Result<Sets, Box<dyn Error>> {
             });
         order.push((index, sets[index].len()));
         sets[index].push(&pixels);
+    }
+    // In the buffers that `DatasetReader::read` gives the downsample stage.
+    for set in &mut sets {
+        let mut pixels = pixel_buffer(set.pixels.len());
+        pixels.copy_from_slice(&set.pixels);
+        set.pixels = pixels;
     }
     Ok(Sets { sets, order })
 }

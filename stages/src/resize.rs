@@ -213,7 +213,7 @@ pub fn resize_image(
         return Err(plan.wrong_length(src.len()));
     }
     let mut dst = vec![0; plan.dst_len];
-    Scratch::default().run(&plan, src, &mut dst);
+    Scratch::default().run(&plan, src, 0, &mut dst);
     Ok(dst)
 }
 
@@ -249,9 +249,9 @@ pub fn resize_set(
     // many images allocates them once.
     pixels
         .par_chunks_mut(plan.dst_len)
-        .zip(set.pixels.par_chunks(plan.src_len))
-        .for_each_init(Scratch::default, |scratch, (dst, src)| {
-            scratch.run(&plan, src, dst)
+        .enumerate()
+        .for_each_init(Scratch::default, |scratch, (i, dst)| {
+            scratch.run(&plan, &set.pixels, i, dst)
         });
 
     let mut out = ImageSet::new(dst_width, dst_height, set.channels);
@@ -522,33 +522,52 @@ struct Scratch {
 }
 
 impl Scratch {
-    /// Resize `src` into `dst`, whose lengths the caller has checked against `plan`.
-    fn run(&mut self, plan: &Plan, src: &[u8], dst: &mut [u8]) {
+    /// Resize image `index` of `images` into `dst`; the caller has checked both
+    /// lengths against `plan`. The other images are only prefetched from.
+    fn run(&mut self, plan: &Plan, images: &[u8], index: usize, dst: &mut [u8]) {
+        let src = &images[index * plan.src_len..][..plan.src_len];
         match &plan.method {
             Method::Copy => dst.copy_from_slice(src),
             Method::Nearest { cols, rows } if plan.channels == 3 => {
-                nearest::<3>(plan, cols, rows, src, dst)
+                nearest::<3>(plan, cols, rows, images, index, dst)
             }
-            Method::Nearest { cols, rows } => nearest::<1>(plan, cols, rows, src, dst),
+            Method::Nearest { cols, rows } => nearest::<1>(plan, cols, rows, images, index, dst),
             Method::Convolve { .. } => kernels::convolve(plan, src, dst, self),
         }
     }
 }
 
+/// How many sampled rows ahead nearest asks for rows into L2, and then into L1.
+/// Measured on AMD Zen 4: without requests nearest ran at a third of the speed;
+/// with only L1 requests two rows ahead, about 10% slower than with both.
+const NEAREST_L2_AHEAD: usize = 8;
+const NEAREST_L1_AHEAD: usize = 2;
+
 fn nearest<const C: usize>(
     plan: &Plan,
     cols: &[usize],
     rows: &[usize],
-    src: &[u8],
+    images: &[u8],
+    index: usize,
     dst: &mut [u8],
 ) {
     let src_row_len = plan.width * C;
     let dst_row_len = plan.dst_width * C;
+    let src = &images[index * plan.src_len..][..plan.src_len];
+    // The sampled rows lie too far apart for the hardware prefetchers, so nearest
+    // would wait on memory at every row. The rows `ahead` of row `i` are requested
+    // instead, running on into the next image of the set at the end of this one.
+    let row_ahead = |i: usize, ahead: usize| {
+        let j = i + ahead;
+        let start = (index + j / rows.len()) * plan.src_len + rows[j % rows.len()] * src_row_len;
+        images.get(start..start + src_row_len)
+    };
     for (i, (dst_row, &y)) in dst.chunks_exact_mut(dst_row_len).zip(rows).enumerate() {
-        // Reading a row is a chain of cache misses when images come from memory;
-        // requesting a row ahead overlaps them with the copying.
-        if let Some(&next) = rows.get(i + 2) {
-            prefetch(&src[next * src_row_len..][..src_row_len]);
+        if let Some(row) = row_ahead(i, NEAREST_L2_AHEAD) {
+            prefetch_to::<false>(row);
+        }
+        if let Some(row) = row_ahead(i, NEAREST_L1_AHEAD) {
+            prefetch(row);
         }
         let src_row = &src[y * src_row_len..][..src_row_len];
         for (out, &x) in dst_row.chunks_exact_mut(C).zip(cols) {
@@ -557,16 +576,26 @@ fn nearest<const C: usize>(
     }
 }
 
-/// Ask the CPU to start loading `bytes` into cache; a hint with no effect on results.
+/// Ask the CPU to start loading `bytes` into L1; a hint with no effect on results.
 #[inline(always)]
 fn prefetch(bytes: &[u8]) {
+    prefetch_to::<true>(bytes)
+}
+
+/// Ask the CPU to start loading `bytes` into L1 (`L1`) or only as far as L2.
+#[inline(always)]
+fn prefetch_to<const L1: bool>(bytes: &[u8]) {
     #[cfg(target_arch = "x86_64")]
     for line in bytes.chunks(64) {
         // SAFETY: SSE is part of every x86_64 CPU, and a prefetch never faults; the
         // address is inside `bytes` anyway.
         unsafe {
-            use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-            _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            use std::arch::x86_64::{_MM_HINT_T0, _MM_HINT_T1, _mm_prefetch};
+            if L1 {
+                _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast());
+            } else {
+                _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast());
+            }
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
