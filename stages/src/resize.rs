@@ -391,6 +391,15 @@ impl Plan {
 struct Axis {
     windows: Vec<Window>,
     weights: Vec<i32>,
+    /// Set when every window is `taps` source pixels side by side from the start
+    /// of the axis, all of one weight: a box filter reducing by a whole number.
+    uniform: Option<Uniform>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Uniform {
+    taps: usize,
+    weight: i32,
 }
 
 struct Window {
@@ -457,7 +466,23 @@ impl Axis {
                 len,
             });
         }
-        Axis { windows, weights }
+        let uniform = windows.first().and_then(|first| {
+            let taps = first.len;
+            let weight = *weights.get(first.offset)?;
+            let all = windows.iter().enumerate().all(|(j, w)| {
+                w.start == j * taps
+                    && w.len == taps
+                    && weights[w.offset..w.offset + w.len]
+                        .iter()
+                        .all(|&x| x == weight)
+            });
+            (taps > 0 && all).then_some(Uniform { taps, weight })
+        });
+        Axis {
+            windows,
+            weights,
+            uniform,
+        }
     }
 
     /// The source range the windows read, with the windows made relative to it.
@@ -755,6 +780,26 @@ mod kernels {
         out: &mut [u8],
         scratch: &mut Scratch,
     ) {
+        #[cfg(target_arch = "x86_64")]
+        if AVX512
+            && let Some(uniform) = axis.uniform
+            && uniform.taps <= vbmi::MAX_TAPS
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+        {
+            let src_row = plan.width * plan.channels;
+            let src = &src[rows.start * src_row..rows.end * src_row];
+            // SAFETY: the CPU has AVX-512 F and BW (`AVX512` is set only where it
+            // was checked), and VBMI and VL, checked just above.
+            unsafe {
+                if plan.channels == 3 {
+                    vbmi::uniform_row_pass::<3>(uniform, src_row, src, axis.len(), out)
+                } else {
+                    vbmi::uniform_row_pass::<1>(uniform, src_row, src, axis.len(), out)
+                }
+            }
+            return;
+        }
         if plan.channels == 3 {
             row_pass_tiles::<3, { 3 * TILE }, WIDE, AVX512>(plan, axis, rows, src, out, scratch)
         } else {
@@ -917,6 +962,113 @@ mod kernels {
             }
             for (i, row) in v.iter().enumerate() {
                 _mm_storeu_si128(dst.as_mut_ptr().add(i * dst_stride).cast(), *row);
+            }
+        }
+    }
+
+    /// The row pass of a box filter reducing by a whole number, in AVX-512 VBMI.
+    ///
+    /// Every output byte is then `weight` times the plain sum of `taps` bytes `C`
+    /// apart, which is Pillow's fixed-point sum exactly, since all weights are equal.
+    /// A byte permute gathers each output's bytes into one 8-byte group, and one
+    /// sum-of-absolute-differences against zero adds up eight groups at once. The
+    /// row is read once, front to back, with no transposes.
+    #[cfg(target_arch = "x86_64")]
+    mod vbmi {
+        use super::{HALF, PRECISION_BITS, Uniform};
+        use std::arch::x86_64::{
+            __m512i, _mm_mask_storeu_epi8, _mm512_add_epi64, _mm512_cvtepi64_epi8,
+            _mm512_loadu_si512, _mm512_maskz_loadu_epi8, _mm512_maskz_permutexvar_epi8,
+            _mm512_min_epu64, _mm512_mul_epu32, _mm512_sad_epu8, _mm512_set1_epi64,
+            _mm512_setzero_si512, _mm512_srli_epi64,
+        };
+
+        /// One group of the sum of absolute differences is 8 bytes.
+        pub(super) const MAX_TAPS: usize = 8;
+
+        /// Rows of `src_row` bytes (all of `src`) into rows of `dst_width` pixels
+        /// (`out`, as many rows).
+        ///
+        /// # Safety
+        ///
+        /// The CPU must support AVX-512 F, BW, VL and VBMI.
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vbmi")]
+        pub(super) unsafe fn uniform_row_pass<const C: usize>(
+            uniform: Uniform,
+            src_row: usize,
+            src: &[u8],
+            dst_width: usize,
+            out: &mut [u8],
+        ) {
+            let Uniform { taps, weight } = uniform;
+            let out_row = dst_width * C;
+            let rows = src.len() / src_row.max(1);
+            assert!(
+                (1..=MAX_TAPS).contains(&taps)
+                    && taps * C * dst_width <= src_row
+                    && out.len() == rows * out_row
+            );
+            // Output pixels per step: one 8-byte group per output byte, at most 8.
+            let per_step = 8 / C;
+            let step_in = per_step * taps * C;
+            let step_out = per_step * C;
+            let mut index = [0u8; 64];
+            let mut gather = 0u64;
+            for group in 0..step_out {
+                let (pixel, channel) = (group / C, group % C);
+                for tap in 0..taps {
+                    let byte = group * 8 + tap;
+                    index[byte] = ((pixel * taps + tap) * C + channel) as u8;
+                    gather |= 1 << byte;
+                }
+            }
+            let load = if step_in == 64 {
+                u64::MAX
+            } else {
+                (1u64 << step_in) - 1
+            };
+            let store = (1u16 << step_out) - 1;
+            let steps = dst_width / per_step;
+            // SAFETY: the caller vouches for the instruction set. Each step loads
+            // only the `step_in` bytes under `load`, at `step * step_in` into a row,
+            // which the assert above keeps inside the row (`steps * step_in` is at
+            // most `taps * C * dst_width`), and stores only the `step_out` bytes
+            // under `store`, inside the output row. Masked-off bytes are neither
+            // read nor written.
+            unsafe {
+                let index: __m512i = _mm512_loadu_si512(index.as_ptr().cast());
+                let weight = _mm512_set1_epi64(i64::from(weight));
+                let half = _mm512_set1_epi64(i64::from(HALF));
+                let max = _mm512_set1_epi64(255);
+                for (row, dst) in src.chunks_exact(src_row).zip(out.chunks_exact_mut(out_row)) {
+                    for step in 0..steps {
+                        let bytes =
+                            _mm512_maskz_loadu_epi8(load, row.as_ptr().add(step * step_in).cast());
+                        let grouped = _mm512_maskz_permutexvar_epi8(gather, index, bytes);
+                        let sums = _mm512_sad_epu8(grouped, _mm512_setzero_si512());
+                        // Sums of at most 8 bytes times a weight below 2^23: no
+                        // overflow, so Pillow's i32 sums give the same values.
+                        let scaled = _mm512_add_epi64(_mm512_mul_epu32(sums, weight), half);
+                        let clipped =
+                            _mm512_min_epu64(_mm512_srli_epi64::<{ PRECISION_BITS }>(scaled), max);
+                        _mm_mask_storeu_epi8(
+                            dst.as_mut_ptr().add(step * step_out).cast(),
+                            store,
+                            _mm512_cvtepi64_epi8(clipped),
+                        );
+                    }
+                    for pixel in steps * per_step..dst_width {
+                        for channel in 0..C {
+                            let sum: u32 = (0..taps)
+                                .map(|tap| u32::from(row[(pixel * taps + tap) * C + channel]))
+                                .sum();
+                            let scaled =
+                                (sum as i32).wrapping_mul(uniform.weight).wrapping_add(HALF);
+                            dst[pixel * C + channel] =
+                                (scaled >> PRECISION_BITS).clamp(0, 255) as u8;
+                        }
+                    }
+                }
             }
         }
     }
