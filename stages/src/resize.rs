@@ -282,6 +282,8 @@ enum Method {
     Nearest {
         cols: Vec<usize>,
         rows: Vec<usize>,
+        /// Each output row cut into pieces that one two-register byte permute makes.
+        pieces: Vec<Piece>,
     },
     Convolve {
         /// The row pass, when the width changes.
@@ -335,10 +337,14 @@ impl Plan {
             Method::Copy
         } else {
             match filter.kernel() {
-                None => Method::Nearest {
-                    cols: nearest_indices(width, dst_width),
-                    rows: nearest_indices(height, dst_height),
-                },
+                None => {
+                    let cols = nearest_indices(width, dst_width);
+                    Method::Nearest {
+                        pieces: Piece::cut(&cols, channels as usize),
+                        cols,
+                        rows: nearest_indices(height, dst_height),
+                    }
+                }
                 Some(kernel) => {
                     let horizontal =
                         (width != dst_width).then(|| Axis::new(width, dst_width, kernel));
@@ -553,10 +559,25 @@ impl Scratch {
         let src = &images[index * plan.src_len..][..plan.src_len];
         match &plan.method {
             Method::Copy => dst.copy_from_slice(src),
-            Method::Nearest { cols, rows } if plan.channels == 3 => {
-                nearest::<3>(plan, cols, rows, images, index, dst)
+            Method::Nearest { cols, rows, pieces } => {
+                #[cfg(target_arch = "x86_64")]
+                if permute::usable() {
+                    // SAFETY: `usable` has checked the CPU.
+                    unsafe {
+                        if plan.channels == 3 {
+                            permute::nearest::<3>(plan, cols, rows, pieces, images, index, dst)
+                        } else {
+                            permute::nearest::<1>(plan, cols, rows, pieces, images, index, dst)
+                        }
+                    }
+                    return;
+                }
+                if plan.channels == 3 {
+                    nearest::<3, false>(plan, cols, rows, pieces, images, index, dst)
+                } else {
+                    nearest::<1, false>(plan, cols, rows, pieces, images, index, dst)
+                }
             }
-            Method::Nearest { cols, rows } => nearest::<1>(plan, cols, rows, images, index, dst),
             Method::Convolve { .. } => kernels::convolve(plan, src, dst, self),
         }
     }
@@ -568,10 +589,14 @@ impl Scratch {
 const NEAREST_L2_AHEAD: usize = 8;
 const NEAREST_L1_AHEAD: usize = 2;
 
-fn nearest<const C: usize>(
+/// Nearest, with each output row made by byte permutes (AVX-512 VBMI) where
+/// `PERMUTE`.
+#[inline(always)]
+fn nearest<const C: usize, const PERMUTE: bool>(
     plan: &Plan,
     cols: &[usize],
     rows: &[usize],
+    pieces: &[Piece],
     images: &[u8],
     index: usize,
     dst: &mut [u8],
@@ -595,8 +620,132 @@ fn nearest<const C: usize>(
             prefetch(row);
         }
         let src_row = &src[y * src_row_len..][..src_row_len];
+        #[cfg(target_arch = "x86_64")]
+        if PERMUTE {
+            // SAFETY: `PERMUTE` is set only by `permute::nearest`, whose caller has
+            // checked the CPU.
+            unsafe { permute::row(src_row, pieces, dst_row) };
+            continue;
+        }
+        let _ = pieces;
         for (out, &x) in dst_row.chunks_exact_mut(C).zip(cols) {
             out.copy_from_slice(&src_row[x * C..][..C]);
+        }
+    }
+}
+
+/// A run of output pixels whose source bytes all lie within 128 bytes of a row, so
+/// that one two-register byte permute picks them all out.
+#[derive(Debug, Clone)]
+struct Piece {
+    /// Where in the source row the 128-byte window starts.
+    src: usize,
+    /// How many bytes of the window are in the row (the rest are never read).
+    src_len: usize,
+    /// Where in the output row the piece's bytes go, and how many.
+    dst: usize,
+    dst_len: usize,
+    /// For each output byte, its place in the window.
+    index: [u8; 64],
+}
+
+impl Piece {
+    /// Greedy cut of a row with sampled columns `cols` and `channels` bytes a pixel.
+    fn cut(cols: &[usize], channels: usize) -> Vec<Piece> {
+        let mut pieces = Vec::new();
+        let mut first = 0;
+        while first < cols.len() {
+            let src = cols[first] * channels;
+            let mut piece = Piece {
+                src,
+                src_len: 0,
+                dst: first * channels,
+                dst_len: 0,
+                index: [0; 64],
+            };
+            let mut pixel = first;
+            while pixel < cols.len()
+                && piece.dst_len + channels <= 64
+                && cols[pixel] * channels + channels - src <= 128
+            {
+                for c in 0..channels {
+                    piece.index[piece.dst_len + c] = (cols[pixel] * channels + c - src) as u8;
+                }
+                piece.dst_len += channels;
+                piece.src_len = cols[pixel] * channels + channels - src;
+                pixel += 1;
+            }
+            pieces.push(piece);
+            first = pixel;
+        }
+        pieces
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod permute {
+    use super::{Piece, Plan};
+    use std::arch::x86_64::{
+        _mm512_loadu_si512, _mm512_mask_storeu_epi8, _mm512_maskz_loadu_epi8,
+        _mm512_permutex2var_epi8,
+    };
+
+    pub(super) fn usable() -> bool {
+        std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vbmi")
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F, BW and VBMI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
+    pub(super) unsafe fn nearest<const C: usize>(
+        plan: &Plan,
+        cols: &[usize],
+        rows: &[usize],
+        pieces: &[Piece],
+        images: &[u8],
+        index: usize,
+        dst: &mut [u8],
+    ) {
+        super::nearest::<C, true>(plan, cols, rows, pieces, images, index, dst)
+    }
+
+    /// One output row from one source row.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX-512 F, BW and VBMI.
+    #[inline(always)]
+    pub(super) unsafe fn row(src: &[u8], pieces: &[Piece], dst: &mut [u8]) {
+        let mask = |bytes: usize| match bytes {
+            0 => 0,
+            64.. => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        for piece in pieces {
+            assert!(
+                piece.src + piece.src_len <= src.len() && piece.dst + piece.dst_len <= dst.len()
+            );
+            // SAFETY: the caller vouches for the instruction set. The loads read only
+            // the masked bytes, the window's first `src_len`, inside `src` (asserted
+            // above); the store writes only the piece's `dst_len` bytes, inside `dst`.
+            unsafe {
+                let from = src.as_ptr().add(piece.src);
+                let low = _mm512_maskz_loadu_epi8(mask(piece.src_len), from.cast());
+                let high = _mm512_maskz_loadu_epi8(
+                    mask(piece.src_len.saturating_sub(64)),
+                    from.wrapping_add(64).cast(),
+                );
+                let index = _mm512_loadu_si512(piece.index.as_ptr().cast());
+                let bytes = _mm512_permutex2var_epi8(low, index, high);
+                _mm512_mask_storeu_epi8(
+                    dst.as_mut_ptr().add(piece.dst).cast(),
+                    mask(piece.dst_len),
+                    bytes,
+                );
+            }
         }
     }
 }
@@ -1284,6 +1433,49 @@ mod kernels {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The permute path of nearest (where the CPU has it) gives the plain loop's
+    /// bytes: reductions and enlargements, ratios whose pieces hold one pixel or
+    /// many, rows that end mid-piece, gray and RGB.
+    #[test]
+    fn nearest_by_permutes_matches_the_plain_loop() {
+        #[cfg(target_arch = "x86_64")]
+        if permute::usable() {
+            let shapes = [
+                (256, 9, 64, 5),
+                (512, 3, 64, 3),
+                (1000, 2, 7, 2),
+                (7, 4, 300, 9),
+                (130, 5, 129, 4),
+                (1, 1, 70, 2),
+                (333, 6, 100, 6),
+            ];
+            for (w, h, dw, dh) in shapes {
+                for c in [1u8, 3] {
+                    let src = pattern(w, h, c, w + dw);
+                    let plan = Plan::new(w, h, c, dw, dh, Filter::Nearest).unwrap();
+                    let Method::Nearest { cols, rows, pieces } = &plan.method else {
+                        panic!("nearest plan expected for {w}x{h} -> {dw}x{dh}");
+                    };
+                    let mut plain = vec![0; plan.dst_len];
+                    let mut permuted = vec![0; plan.dst_len];
+                    // SAFETY: `usable` has checked the CPU.
+                    if c == 3 {
+                        nearest::<3, false>(&plan, cols, rows, pieces, &src, 0, &mut plain);
+                        unsafe {
+                            permute::nearest::<3>(&plan, cols, rows, pieces, &src, 0, &mut permuted)
+                        };
+                    } else {
+                        nearest::<1, false>(&plan, cols, rows, pieces, &src, 0, &mut plain);
+                        unsafe {
+                            permute::nearest::<1>(&plan, cols, rows, pieces, &src, 0, &mut permuted)
+                        };
+                    }
+                    assert_eq!(permuted, plain, "{w}x{h}x{c} -> {dw}x{dh}");
+                }
+            }
+        }
+    }
 
     /// A deterministic image with edges and gradients, so that every filter has
     /// something to average and overshoot.
