@@ -559,23 +559,23 @@ impl Scratch {
         let src = &images[index * plan.src_len..][..plan.src_len];
         match &plan.method {
             Method::Copy => dst.copy_from_slice(src),
-            Method::Nearest { cols, rows, pieces } => {
+            Method::Nearest { .. } => {
                 #[cfg(target_arch = "x86_64")]
                 if permute::usable() {
                     // SAFETY: `usable` has checked the CPU.
                     unsafe {
                         if plan.channels == 3 {
-                            permute::nearest::<3>(plan, cols, rows, pieces, images, index, dst)
+                            permute::nearest::<3>(plan, images, index, dst)
                         } else {
-                            permute::nearest::<1>(plan, cols, rows, pieces, images, index, dst)
+                            permute::nearest::<1>(plan, images, index, dst)
                         }
                     }
                     return;
                 }
                 if plan.channels == 3 {
-                    nearest::<3, false>(plan, cols, rows, pieces, images, index, dst)
+                    nearest::<3, false>(plan, images, index, dst)
                 } else {
-                    nearest::<1, false>(plan, cols, rows, pieces, images, index, dst)
+                    nearest::<1, false>(plan, images, index, dst)
                 }
             }
             Method::Convolve { .. } => kernels::convolve(plan, src, dst, self),
@@ -594,13 +594,13 @@ const NEAREST_L1_AHEAD: usize = 2;
 #[inline(always)]
 fn nearest<const C: usize, const PERMUTE: bool>(
     plan: &Plan,
-    cols: &[usize],
-    rows: &[usize],
-    pieces: &[Piece],
     images: &[u8],
     index: usize,
     dst: &mut [u8],
 ) {
+    let Method::Nearest { cols, rows, pieces } = &plan.method else {
+        return;
+    };
     let src_row_len = plan.width * C;
     let dst_row_len = plan.dst_width * C;
     let src = &images[index * plan.src_len..][..plan.src_len];
@@ -702,14 +702,11 @@ mod permute {
     #[target_feature(enable = "avx512f,avx512bw,avx512vbmi")]
     pub(super) unsafe fn nearest<const C: usize>(
         plan: &Plan,
-        cols: &[usize],
-        rows: &[usize],
-        pieces: &[Piece],
         images: &[u8],
         index: usize,
         dst: &mut [u8],
     ) {
-        super::nearest::<C, true>(plan, cols, rows, pieces, images, index, dst)
+        super::nearest::<C, true>(plan, images, index, dst)
     }
 
     /// One output row from one source row.
@@ -1454,22 +1451,16 @@ mod tests {
                 for c in [1u8, 3] {
                     let src = pattern(w, h, c, w + dw);
                     let plan = Plan::new(w, h, c, dw, dh, Filter::Nearest).unwrap();
-                    let Method::Nearest { cols, rows, pieces } = &plan.method else {
-                        panic!("nearest plan expected for {w}x{h} -> {dw}x{dh}");
-                    };
+                    assert!(matches!(plan.method, Method::Nearest { .. }));
                     let mut plain = vec![0; plan.dst_len];
                     let mut permuted = vec![0; plan.dst_len];
                     // SAFETY: `usable` has checked the CPU.
                     if c == 3 {
-                        nearest::<3, false>(&plan, cols, rows, pieces, &src, 0, &mut plain);
-                        unsafe {
-                            permute::nearest::<3>(&plan, cols, rows, pieces, &src, 0, &mut permuted)
-                        };
+                        nearest::<3, false>(&plan, &src, 0, &mut plain);
+                        unsafe { permute::nearest::<3>(&plan, &src, 0, &mut permuted) };
                     } else {
-                        nearest::<1, false>(&plan, cols, rows, pieces, &src, 0, &mut plain);
-                        unsafe {
-                            permute::nearest::<1>(&plan, cols, rows, pieces, &src, 0, &mut permuted)
-                        };
+                        nearest::<1, false>(&plan, &src, 0, &mut plain);
+                        unsafe { permute::nearest::<1>(&plan, &src, 0, &mut permuted) };
                     }
                     assert_eq!(permuted, plain, "{w}x{h}x{c} -> {dw}x{dh}");
                 }
