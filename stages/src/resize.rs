@@ -601,6 +601,9 @@ fn nearest<const C: usize, const PERMUTE: bool>(
     let Method::Nearest { cols, rows, pieces } = &plan.method else {
         return;
     };
+    // Only the permute path reads the pieces.
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = pieces;
     let src_row_len = plan.width * C;
     let dst_row_len = plan.dst_width * C;
     let src = &images[index * plan.src_len..][..plan.src_len];
@@ -627,7 +630,6 @@ fn nearest<const C: usize, const PERMUTE: bool>(
             unsafe { permute::row(src_row, pieces, dst_row) };
             continue;
         }
-        let _ = pieces;
         for (out, &x) in dst_row.chunks_exact_mut(C).zip(cols) {
             out.copy_from_slice(&src_row[x * C..][..C]);
         }
