@@ -1123,7 +1123,7 @@ mod kernels {
     /// row is read once, front to back, with no transposes.
     #[cfg(target_arch = "x86_64")]
     mod vbmi {
-        use super::{HALF, PRECISION_BITS, Uniform};
+        use super::{HALF, PRECISION_BITS, Uniform, clip8};
         use std::arch::x86_64::{
             __m512i, _mm_mask_storeu_epi8, _mm512_add_epi64, _mm512_cvtepi64_epi8,
             _mm512_loadu_si512, _mm512_maskz_loadu_epi8, _mm512_maskz_permutexvar_epi8,
@@ -1210,10 +1210,8 @@ mod kernels {
                             let sum: u32 = (0..taps)
                                 .map(|tap| u32::from(row[(pixel * taps + tap) * C + channel]))
                                 .sum();
-                            let scaled =
-                                (sum as i32).wrapping_mul(uniform.weight).wrapping_add(HALF);
                             dst[pixel * C + channel] =
-                                (scaled >> PRECISION_BITS).clamp(0, 255) as u8;
+                                clip8((sum as i32).wrapping_mul(uniform.weight).wrapping_add(HALF));
                         }
                     }
                 }
