@@ -140,6 +140,15 @@ pub fn dispatch<J: OnBackend>(
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
+            // Measured on an H100: about 25 s of NVRTC compiles in every process, and on
+            // a machine's first run about 4 minutes more of autotuning for a DCGAN. Say so
+            // before the stage looks hung.
+            tracing::info!(
+                "burn-cuda compiles its kernels when the stage first runs them (tens of \
+                 seconds), and the first run on a machine also autotunes matmul, convolution \
+                 and fused kernels for each new shape (minutes; cached in `target/autotune` \
+                 beside the nearest Cargo.toml, else in ~/.cache/cubecl)"
+            );
             let device = burn::backend::cuda::CudaDevice::new(index);
             Ok(job.run::<Cuda>(device, format!("cuda (burn-cuda, device {index})")))
         }
