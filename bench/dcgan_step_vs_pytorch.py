@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: one DCGAN training step (32x32x3, batch 64), gantry (burn flex) vs PyTorch, CPU.
+"""Benchmark: one DCGAN training step (32x32x3, batch 64), gantry (burn) vs PyTorch, CPU or CUDA.
 
 Run from anywhere, on a machine with Python 3.9+ and a Rust toolchain:
 
@@ -9,6 +9,14 @@ Run from anywhere, on a machine with Python 3.9+ and a Rust toolchain:
     python3 bench/dcgan_step_vs_pytorch.py --perf          # + where gantry's time goes
     python3 bench/dcgan_step_vs_pytorch.py --wait-idle 0.2 # start runs on a quiet machine
     python3 bench/dcgan_step_vs_pytorch.py --threads 1     # -> dcgan_step_vs_pytorch_threads1.md
+    python3 bench/dcgan_step_vs_pytorch.py --device cuda --gantry-bin PATH  # -> ..._cuda.md
+
+`--device cuda` compares burn-cuda with PyTorch CUDA on GPU 0: the example must be built
+with `cargo build --release -p gantry-stages --features cuda --example dcgan_step`
+(`--gantry-bin` names a binary built elsewhere, for a GPU machine without Rust), and the
+python3 that runs the script is used as it is when it imports a CUDA-enabled torch (no
+venv, no download). Neither side is pinned to CPUs there; the steps read their losses
+back as on the CPU, and the per-phase runs sync the device at the end of every phase.
 
 What it does:
 
@@ -69,7 +77,8 @@ WORK = BENCH / "work"
 RESULTS = BENCH / "results"
 REQUIREMENTS = ["numpy", "torch"]
 SIZE, CHANNELS, BATCH, LATENT, FEATURES = 32, 3, 64, 100, 64
-GOAL = 1.0  # gantry / PyTorch time ratio at most this
+GOAL = 1.0  # gantry / PyTorch time ratio at most this (CPU: not slower)
+GOAL_CUDA = 1 / 0.8  # CUDA: at least 0.8x PyTorch's throughput
 
 
 def ensure_venv():
@@ -86,6 +95,13 @@ def torch_worker(args):
     import torch
     import torch.nn as nn
     import torch.nn.functional as F
+
+    dev = torch.device(args.device)
+    cuda = dev.type == "cuda"
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
 
     torch.set_num_threads(args.threads)
     torch.set_num_interop_threads(1)
@@ -120,6 +136,7 @@ def torch_worker(args):
     G, D = generator(), discriminator()
     G.apply(init)
     D.apply(init)
+    G, D = G.to(dev), D.to(dev)
     opt_g = torch.optim.Adam(G.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
     opt_d = torch.optim.Adam(D.parameters(), lr=2e-4, betas=(0.5, 0.999), eps=1e-8)
 
@@ -136,6 +153,8 @@ def torch_worker(args):
     mark = [0.0]
 
     def lap(name, timed):
+        if args.breakdown:
+            sync()
         now = time.perf_counter()
         if timed and args.breakdown:
             laps.setdefault(name, []).append(1e3 * (now - mark[0]))
@@ -146,9 +165,10 @@ def torch_worker(args):
         if i % per_epoch == 0:
             step.order = torch.randperm(images.shape[0], generator=gen)
         idx = step.order[(i % per_epoch) * BATCH:(i % per_epoch + 1) * BATCH]
-        x = images[idx].permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
+        # As gantry's Batcher: gather the u8 batch on the host, convert on the device.
+        x = images[idx].to(dev).permute(0, 3, 1, 2).float().div_(127.5).sub_(1.0).contiguous()
         lap("batch", timed)
-        z = torch.randn(BATCH, LATENT, 1, 1)
+        z = torch.randn(BATCH, LATENT, 1, 1, device=dev)
         lap("latents", timed)
         # D update on real and detached fake (as Dcgan::step).
         fake = G(z).detach()
@@ -193,10 +213,12 @@ def torch_worker(args):
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU]) as prof:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
             for i in range(args.warmup + args.steps, args.warmup + args.steps + 5):
                 step(i, False)
-        out["profile"] = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        out["profile"] = prof.key_averages().table(sort_by=key, row_limit=25)
         out["profile_total_ms"] = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e3 / 5
     print("JSON " + json.dumps(out))
 
@@ -209,9 +231,19 @@ def cargo_target():
     return target if target.is_absolute() else ROOT / target
 
 
-def build_gantry():
+def build_gantry(cuda):
     cmd = ["cargo", "build", "--release", "-p", "gantry-stages", "--example", "dcgan_step"]
+    if cuda:
+        cmd += ["--features", "cuda"]
     subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def torch_has_cuda():
+    try:
+        import torch
+    except ImportError:
+        return False
+    return torch.cuda.is_available()
 
 
 def parse_json_line(stdout):
@@ -224,7 +256,7 @@ def parse_json_line(stdout):
 def run_gantry(binary, args, cpus, breakdown_steps=0, nets="project"):
     cmd = [str(binary), "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--breakdown-steps", str(breakdown_steps),
-           "--breakdown-nets", nets]
+           "--breakdown-nets", nets, "--backend", args.device]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True,
                          preexec_fn=lambda: os.sched_setaffinity(0, cpus))
     return parse_json_line(out.stdout), out.stdout
@@ -233,7 +265,7 @@ def run_gantry(binary, args, cpus, breakdown_steps=0, nets="project"):
 def run_torch(args, cpus, breakdown=False, profile=False):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-worker",
            "--steps", str(args.steps), "--warmup", str(args.warmup),
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads), "--device", args.device]
     if breakdown:
         cmd.append("--breakdown")
     if profile:
@@ -400,6 +432,9 @@ def burn_version():
 
 
 def git_commit():
+    # A GPU machine gets a copy of the tree without .git: the caller says which commit.
+    if os.environ.get("GANTRY_COMMIT"):
+        return os.environ["GANTRY_COMMIT"]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                               capture_output=True, text=True).stdout.strip()
@@ -411,6 +446,8 @@ def git_commit():
 
 
 def rustc_version():
+    if os.environ.get("GANTRY_RUSTC"):
+        return os.environ["GANTRY_RUSTC"]
     try:
         return subprocess.run(["rustc", "--version"], capture_output=True, text=True).stdout.strip()
     except OSError:
@@ -436,11 +473,19 @@ def main():
     parser.add_argument("--profile", action="store_true", help="add torch.profiler's op table")
     parser.add_argument("--perf", action="store_true",
                         help="profile gantry's step with perf (DWARF call graphs) and classify")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="cpu: burn flex vs PyTorch CPU; cuda: burn-cuda vs PyTorch CUDA")
+    parser.add_argument("--gantry-bin", type=Path, default=None,
+                        help="the dcgan_step example to run (implies --no-build)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    cuda = args.device == "cuda"
+    if args.gantry_bin is not None:
+        args.no_build = True
 
-    ensure_venv()
+    if not (cuda and torch_has_cuda()):
+        ensure_venv()
     if args.torch_worker:
         torch_worker(args)
         return
@@ -449,10 +494,12 @@ def main():
     available = sorted(os.sched_getaffinity(0))
     if len(available) < args.threads:
         print(f"warning: only {len(available)} CPUs for {args.threads} threads", file=sys.stderr)
-    cpus = set(available[: args.threads])
+    # On a GPU the host threads mostly launch kernels: leave both sides unpinned.
+    cpus = set(available) if cuda else set(available[: args.threads])
     if not args.no_build:
-        build_gantry()
-    binary = cargo_target() / "release" / "examples" / "dcgan_step"
+        build_gantry(cuda)
+    binary = args.gantry_bin or cargo_target() / "release" / "examples" / "dcgan_step"
+    goal = GOAL_CUDA if cuda else GOAL
 
     load = [os.getloadavg()]
     print(f"{args.rounds} rounds x ({args.warmup} warm-up + {args.steps} timed steps), "
@@ -491,27 +538,30 @@ def main():
     t_all = [x for r in t_rounds for x in r]
     g_med, t_med = med(g_all), med(t_all)
     ratio = g_med / t_med
-    met = ratio <= GOAL
+    met = ratio <= goal
     g_best, t_best = min(med(r) for r in g_rounds), min(med(r) for r in t_rounds)
+    nd = 2 if cuda else 1  # decimals of ms
     lines = [
         "| implementation | median ms/step | mean ms/step | per-round medians | fastest step |",
         "| --- | ---: | ---: | --- | ---: |",
-        f"| gantry (burn {burn_version()} flex + autodiff) | {g_med:.1f} | {statistics.mean(g_all):.1f} | "
-        + ", ".join(f"{med(r):.1f}" for r in g_rounds) + f" | {min(g_all):.1f} |",
-        f"| PyTorch {torch.__version__} | {t_med:.1f} | {statistics.mean(t_all):.1f} | "
-        + ", ".join(f"{med(r):.1f}" for r in t_rounds) + f" | {min(t_all):.1f} |",
+        f"| gantry (burn {burn_version()} {'cuda' if cuda else 'flex'} + autodiff) | {g_med:.{nd}f} | {statistics.mean(g_all):.{nd}f} | "
+        + ", ".join(f"{med(r):.{nd}f}" for r in g_rounds) + f" | {min(g_all):.{nd}f} |",
+        f"| PyTorch {torch.__version__}{' CUDA' if cuda else ''} | {t_med:.{nd}f} | {statistics.mean(t_all):.{nd}f} | "
+        + ", ".join(f"{med(r):.{nd}f}" for r in t_rounds) + f" | {min(t_all):.{nd}f} |",
         "",
         "| ratio gantry / PyTorch: of the medians | of the fastest rounds' medians "
         "| of the fastest steps | goal | met? |",
         "| ---: | ---: | ---: | ---: | :---: |",
         f"| {ratio:.2f}x | {g_best / t_best:.2f}x | {min(g_all) / min(t_all):.2f}x "
-        f"| <= {GOAL:.0f}x | {'yes' if met else 'NO'} |",
+        f"| <= {goal:.2f}x{' (throughput >= 0.8x)' if cuda else ''} | {'yes' if met else 'NO'} |",
         "",
-        "Other work on the machine slows PyTorch more than gantry (its OpenMP threads "
-        "meet at a barrier after every op, so one descheduled thread stalls both; gantry's "
-        "threads sit idle more often, see the cores busy below): with load on the machine "
-        "the ratio of the fastest rounds / steps is the fairer one.",
-        "",
+        *([] if cuda else [
+            "Other work on the machine slows PyTorch more than gantry (its OpenMP threads "
+            "meet at a barrier after every op, so one descheduled thread stalls both; gantry's "
+            "threads sit idle more often, see the cores busy below): with load on the machine "
+            "the ratio of the fastest rounds / steps is the fairer one.",
+            "",
+        ]),
         "| CPU time per step (user + system, mean) | gantry | PyTorch | ratio |",
         "| --- | ---: | ---: | ---: |",
         f"| ms | {statistics.mean(g_cpu):.0f} | {statistics.mean(t_cpu):.0f} | "
@@ -548,9 +598,10 @@ def main():
         "load_average": load, "busy_before_runs": busy, "gantry_breakdown": gb, "gantry_stock_layers_breakdown": sb, "torch_breakdown": tb,
         "commit": git_commit(),
         "torch_losses": t_break["losses"],
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
     }
     WORK.mkdir(parents=True, exist_ok=True)
-    suffix = "" if args.threads == 2 else f"_threads{args.threads}"
+    suffix = "_cuda" if cuda else ("" if args.threads == 2 else f"_threads{args.threads}")
     (WORK / f"dcgan_step_vs_pytorch{suffix}.json").write_text(json.dumps(info, indent=1) + "\n")
     parallel = torch.__config__.parallel_info().splitlines()
     backend = next((l.strip() for l in parallel if "parallel backend" in l), "")
@@ -558,6 +609,7 @@ def main():
                    or "MKL-DNN" in l), "")
     today = datetime.date.today().isoformat()
     report = [
+        "# One DCGAN training step: gantry (burn-cuda) vs PyTorch (CUDA)" if cuda else
         "# One DCGAN training step: gantry (burn flex) vs PyTorch (CPU)",
         "",
         f"Made by `python3 bench/dcgan_step_vs_pytorch.py {' '.join(sys.argv[1:])}` on {today}: "
@@ -577,14 +629,26 @@ def main():
         "",
         *blines,
         "",
-        f"- CPU: {info['cpu']}, nproc {info['nproc']}; both sides pinned to CPUs "
-        f"{sorted(cpus)}, {args.threads} threads each (rayon pool / "
-        "`torch.set_num_threads`, `set_num_interop_threads(1)`).",
-        f"- gantry at commit {info['commit']}: `stages/examples/dcgan_step.rs`, release build, "
-        f"{info['rustc']}, "
-        f"burn {info['burn_flex']} (flex with simd + rayon, autodiff).",
-        f"- PyTorch {info['torch']} (PyPI wheel, on the CPU; {backend}; {mkldnn}): "
-        "default eager mode, `torch.optim.Adam` defaults (for-each off on CPU).",
+        *([
+            f"- GPU: {info['gpu']}, CUDA {torch.version.cuda} (PyTorch's), cuDNN "
+            f"{torch.backends.cudnn.version()}; host CPU: {info['cpu']}, nproc {info['nproc']}, "
+            "neither side pinned.",
+            f"- gantry at commit {info['commit']}: `stages/examples/dcgan_step.rs --backend cuda`, "
+            f"release build with `--features cuda`, {info['rustc']}, burn {info['burn_flex']} "
+            "(burn-cuda: cubecl kernels compiled by NVRTC at run time, autodiff).",
+            f"- PyTorch {info['torch']}: default eager mode (cuDNN with "
+            f"`benchmark={torch.backends.cudnn.benchmark}`), `torch.optim.Adam` defaults "
+            "(for-each on CUDA).",
+        ] if cuda else [
+            f"- CPU: {info['cpu']}, nproc {info['nproc']}; both sides pinned to CPUs "
+            f"{sorted(cpus)}, {args.threads} threads each (rayon pool / "
+            "`torch.set_num_threads`, `set_num_interop_threads(1)`).",
+            f"- gantry at commit {info['commit']}: `stages/examples/dcgan_step.rs`, release build, "
+            f"{info['rustc']}, "
+            f"burn {info['burn_flex']} (flex with simd + rayon, autodiff).",
+            f"- PyTorch {info['torch']} (PyPI wheel, on the CPU; {backend}; {mkldnn}): "
+            "default eager mode, `torch.optim.Adam` defaults (for-each off on CPU).",
+        ]),
         f"- {args.rounds} interleaved rounds per side, each a fresh process: {args.warmup} "
         f"warm-up + {args.steps} timed steps; medians over all timed steps.",
         "- Load average (1, 5, 15 min) at start, after each round, after the breakdown runs: "
@@ -605,7 +669,8 @@ def main():
         info["perf"] = prof
         (WORK / f"dcgan_step_vs_pytorch{suffix}.json").write_text(json.dumps(info, indent=1) + "\n")
     if args.profile and "profile" in t_break:
-        report += ["PyTorch's profile (torch.profiler, 5 steps, by self CPU time):", "",
+        report += [f"PyTorch's profile (torch.profiler, 5 steps, by self {'CUDA' if cuda else 'CPU'} "
+                   "time):", "",
                    "```", t_break["profile"], "```", ""]
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"dcgan_step_vs_pytorch{suffix}.md").write_text("\n".join(report))

@@ -1,10 +1,11 @@
-//! Times one DCGAN training step on the CPU backend (burn flex with autodiff); the Rust
-//! half of `bench/dcgan_step_vs_pytorch.py`.
+//! Times one DCGAN training step on the CPU backend (burn flex with autodiff), or on
+//! CUDA (burn-cuda with autodiff, in a build with `--features cuda`); the Rust half of
+//! `bench/dcgan_step_vs_pytorch.py`.
 //!
 //! ```text
 //! cargo run --release -p gantry-stages --example dcgan_step -- \
 //!     [--steps 20] [--warmup 3] [--threads 2] [--breakdown-steps N] [--seed 1] \
-//!     [--breakdown-nets project|stock]
+//!     [--breakdown-nets project|stock] [--backend cpu|cuda]
 //! ```
 //!
 //! 32x32x3 images (256 of pseudo-random bytes), batch 64, the usual 4-layer G and D
@@ -27,6 +28,10 @@
 //! system, 10 ms ticks: use its mean), which other load on the machine inflates less
 //! than the wall time.
 //!
+//! On CUDA the GPU runs behind the host: each step ends when `Dcgan::step` has read its
+//! losses back (as PyTorch's `.item()`), and each phase of part 2 ends with a device
+//! sync so that its time is the GPU's work for that phase, not the launch time.
+//!
 //! Prints a human-readable table, then one `JSON {...}` line and a final
 //! `RESULT median_ms=... mean_ms=...` line (batch creation + `Dcgan::step`).
 
@@ -41,6 +46,8 @@ use burn::tensor::backend::AutodiffBackend;
 use gantry_datasets::ImageSet;
 use gantry_stages::dcgan::{Dcgan, DcganConfig};
 use gantry_stages::train::backend::Cpu;
+#[cfg(feature = "cuda")]
+use gantry_stages::train::backend::Cuda;
 use gantry_stages::train::data::{Batch, Batcher, Stream, latents};
 use gantry_stages::train::driver::Schedule;
 use gantry_stages::train::driver::{Gan, scalar};
@@ -65,6 +72,7 @@ struct Args {
     breakdown_steps: Option<usize>,
     seed: u64,
     stock_nets: bool,
+    backend: String,
 }
 
 fn parse_args() -> Res<Args> {
@@ -75,6 +83,7 @@ fn parse_args() -> Res<Args> {
         breakdown_steps: None,
         seed: 1,
         stock_nets: false,
+        backend: "cpu".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -85,6 +94,7 @@ fn parse_args() -> Res<Args> {
             "--threads" => a.threads = value()?.parse::<usize>()?.max(1),
             "--breakdown-steps" => a.breakdown_steps = Some(value()?.parse()?),
             "--seed" => a.seed = value()?.parse()?,
+            "--backend" => a.backend = value()?,
             "--breakdown-nets" => {
                 a.stock_nets = match value()?.as_str() {
                     "project" => false,
@@ -255,14 +265,19 @@ fn d_forward_stock<B: burn::tensor::backend::Backend>(
 }
 
 /// Part 1: the project's own `Batcher::batch` + `Dcgan::step`.
-fn time_dcgan_step(args: &Args, batcher: &Batcher, times: &mut Times) -> Res<()> {
-    let device = Default::default();
-    let mut gan = Dcgan::<Cpu>::new(&config(), SIZE, CHANNELS, args.seed, &device)?;
+fn time_dcgan_step<B: AutodiffBackend>(
+    args: &Args,
+    batcher: &Batcher,
+    device: &B::Device,
+    times: &mut Times,
+) -> Res<()> {
+    let device = device.clone();
+    let mut gan = Dcgan::<B>::new(&config(), SIZE, CHANNELS, args.seed, &device)?;
     let mut last = Vec::new();
     for step in 0..args.warmup + args.steps {
         let (faults, cpu) = proc_counters();
         let t0 = Instant::now();
-        let batch: Batch<Cpu> = batcher.batch::<Cpu>(step, &device);
+        let batch: Batch<B> = batcher.batch::<B>(step, &device);
         let t_batch = ms(t0);
         let t1 = Instant::now();
         last = gan.step(step, batch);
@@ -289,9 +304,10 @@ fn time_breakdown<B: AutodiffBackend>(
     args: &Args,
     steps: usize,
     batcher: &Batcher,
+    device: &B::Device,
     times: &mut Times,
 ) -> Res<()> {
-    let device: B::Device = Default::default();
+    let device = device.clone();
     let how = Init::Normal { std: INIT_STD };
     let mut g = init(
         Generator::<B>::new(LATENT, SIZE, CHANNELS, FEATURES, &device)?,
@@ -329,6 +345,8 @@ fn time_breakdown<B: AutodiffBackend>(
         let timed = step >= args.warmup;
         let mut mark = Instant::now();
         let mut lap = |name: &'static str, times: &mut Times| {
+            // A no-op on the CPU; on a GPU it waits for the phase's kernels.
+            let _ = B::sync(&device);
             if timed {
                 times.add(name, ms(mark));
             }
@@ -382,6 +400,22 @@ fn time_breakdown<B: AutodiffBackend>(
     Ok(())
 }
 
+/// Parts 1 and 2 on backend `B`.
+fn run_both<B: AutodiffBackend>(
+    args: &Args,
+    batcher: &Batcher,
+    device: &B::Device,
+    step_times: &mut Times,
+    parts: &mut Times,
+) -> Res<()> {
+    time_dcgan_step::<B>(args, batcher, device, step_times)?;
+    let breakdown_steps = args.breakdown_steps.unwrap_or(args.steps);
+    if breakdown_steps > 0 {
+        time_breakdown::<B>(args, breakdown_steps, batcher, device, parts)?;
+    }
+    Ok(())
+}
+
 fn main() -> Res<()> {
     let args = parse_args()?;
     let pool = rayon::ThreadPoolBuilder::new()
@@ -391,18 +425,40 @@ fn main() -> Res<()> {
     let mut step_times = Times::default();
     let mut parts = Times::default();
     let breakdown_steps = args.breakdown_steps.unwrap_or(args.steps);
-    pool.install(|| -> Res<()> {
-        time_dcgan_step(&args, &batcher, &mut step_times)?;
-        if breakdown_steps > 0 {
-            time_breakdown::<Cpu>(&args, breakdown_steps, &batcher, &mut parts)?;
+    let backend = pool.install(|| -> Res<&str> {
+        match args.backend.as_str() {
+            "cpu" => {
+                run_both::<Cpu>(
+                    &args,
+                    &batcher,
+                    &Default::default(),
+                    &mut step_times,
+                    &mut parts,
+                )?;
+                Ok("burn flex + autodiff")
+            }
+            #[cfg(feature = "cuda")]
+            "cuda" => {
+                let device = burn::backend::cuda::CudaDevice::new(0);
+                run_both::<Cuda>(&args, &batcher, &device, &mut step_times, &mut parts)?;
+                Ok("burn-cuda + autodiff, device 0")
+            }
+            other => Err(format!(
+                "--backend {other}: this build has cpu{}",
+                if cfg!(feature = "cuda") {
+                    ", cuda"
+                } else {
+                    " (cuda needs --features cuda)"
+                }
+            )
+            .into()),
         }
-        Ok(())
     })?;
 
     let total = step_times.get("total");
     println!(
         "DCGAN step, {SIZE}x{SIZE}x{CHANNELS}, batch {BATCH}, features {FEATURES}, \
-         burn flex + autodiff, {} rayon thread(s), {} timed steps after {} warm-up",
+         {backend}, {} rayon thread(s), {} timed steps after {} warm-up",
         args.threads, args.steps, args.warmup
     );
     println!("{:<22} {:>10} {:>10}", "part (ms)", "median", "mean");
@@ -430,8 +486,9 @@ fn main() -> Res<()> {
         }
     }
     println!(
-        "JSON {{\"threads\":{},\"stock_nets\":{},\"steps\":{},\"warmup\":{},\"step\":{},\
+        "JSON {{\"backend\":\"{}\",\"threads\":{},\"stock_nets\":{},\"steps\":{},\"warmup\":{},\"step\":{},\
          \"breakdown\":{}}}",
+        args.backend,
         args.threads,
         args.stock_nets,
         args.steps,
