@@ -23,6 +23,8 @@
 //! (`ConvTranspose2d`, `Conv2d`, `BatchNorm` forward) instead of the project's
 //! `Generator::forward` / `Discriminator::forward`, which may replace some of them
 //! (e.g. `nets::batch_norm`): an A/B of the project's layer code on the same weights.
+//! Part 2 also prints each phase's cores busy (CPU time of all threads / wall time), which
+//! says whether a phase leaves one of the `--threads` idle.
 //! Minor page faults per step (from /proc/self/stat) show how much fresh memory
 //! the allocator asks the kernel for; `cpu_ms` is the process's CPU time per step (user +
 //! system, 10 ms ticks: use its mean), which other load on the machine inflates less
@@ -160,6 +162,33 @@ fn proc_counters() -> (u64, f64) {
         .collect();
     let get = |i: usize| fields.get(i).copied().unwrap_or(0);
     (get(6), (get(10) + get(11)) as f64 * 10.0)
+}
+
+/// CPU time of all this process's threads so far, in ms, from the scheduler's per-thread
+/// run times (/proc/self/task/*/schedstat, nanoseconds). A running thread's total is
+/// brought up to date only at a scheduler tick or when it stops, so phases of a few ms
+/// read low; the long ones (forward, backward) are what this is for.
+fn process_cpu_ms() -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return f64::NAN;
+    };
+    let ns: u64 = tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    ns as f64 / 1e6
+}
+
+/// Part 2's CPU time per phase, beside its wall time in `Times` (part 2 runs on a pool
+/// thread, the table is printed on the main one).
+static PHASE_CPU: std::sync::LazyLock<std::sync::Mutex<Times>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn phase_cpu() -> std::sync::MutexGuard<'static, Times> {
+    PHASE_CPU
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn ms(t: Instant) -> f64 {
@@ -344,15 +373,19 @@ fn time_breakdown<B: AutodiffBackend>(
     for step in 0..args.warmup + steps {
         let timed = step >= args.warmup;
         let mut mark = Instant::now();
+        let mut cpu_mark = process_cpu_ms();
         let mut lap = |name: &'static str, times: &mut Times| {
             // A no-op on the CPU; on a GPU it waits for the phase's kernels.
             let _ = B::sync(&device);
+            let cpu_now = process_cpu_ms();
             if timed {
                 times.add(name, ms(mark));
+                phase_cpu().add(name, cpu_now - cpu_mark);
             }
             mark = Instant::now();
+            cpu_mark = cpu_now;
         };
-        let t0 = Instant::now();
+        let (t0, c0) = (Instant::now(), process_cpu_ms());
         let batch = batcher.batch::<B>(step, &device);
         lap("batch", times);
         let z = latents::<B>(
@@ -395,6 +428,7 @@ fn time_breakdown<B: AutodiffBackend>(
         lap("g_upd.adam", times);
         if timed {
             times.add("total", ms(t0));
+            phase_cpu().add("total", process_cpu_ms() - c0);
         }
     }
     Ok(())
@@ -476,9 +510,14 @@ fn main() -> Res<()> {
             }
         );
         let t = median(parts.get("total"));
+        println!(
+            "  {:<20} {:>10} {:>10} {:>7} {:>12}",
+            "phase (ms)", "median", "mean", "share", "cores busy"
+        );
         for (name, v) in parts.names.iter().zip(&parts.values) {
+            let busy = mean(phase_cpu().get(name)) / mean(v);
             println!(
-                "  {name:<20} {:>10.2} {:>10.2} {:>6.1}%",
+                "  {name:<20} {:>10.2} {:>10.2} {:>6.1}% {busy:>12.2}",
                 median(v),
                 mean(v),
                 100.0 * median(v) / t
