@@ -101,6 +101,40 @@ fn seed003_sweep_draws_figure1_with_one_curve_per_ratio() {
 }
 
 #[test]
+fn seed004_plots_both_wgan_variants_and_scores_all_three_generators() {
+    let p = Project::new();
+    let file = pipeline("seed004_wgan.yaml");
+    // 32 images of 32x32 in one batch: 3 epochs are 3 critic steps per variant.
+    let r = p.gantry(&[
+        "run",
+        "--json",
+        "-S",
+        "epochs=3",
+        "-S",
+        "source={synthetic: {count: 32, size: 32, channels: 3}}",
+        &file,
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let fig =
+        std::fs::read_to_string(p.out("seed004-wgan", "wasserstein").join("figure.csv")).unwrap();
+    for variant in ["clip", "gp"] {
+        let stage = format!("wgan[variant={variant}]");
+        let points: Vec<f64> = fig
+            .lines()
+            .filter(|l| l.trim_start_matches('"').starts_with(&stage))
+            .map(|l| l.rsplit(',').next().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(points.len(), 3, "one point per step of {stage}:\n{fig}");
+        assert!(points.iter().all(|v| v.is_finite()), "{stage}: {points:?}");
+    }
+    let m = metrics(&p, "seed004-wgan", "evaluate");
+    for set in ["wgan[variant=clip]", "wgan[variant=gp]", "dcgan"] {
+        let swd = m["sets"][set]["swd"]["average"].as_f64();
+        assert!(swd.is_some_and(|v| v > 0.0), "{set}: {m}");
+    }
+}
+
+#[test]
 fn seed002_writes_table3_beside_the_published_row() {
     let p = Project::new();
     let file = pipeline("seed002_table3_digits.yaml");
