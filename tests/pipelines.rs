@@ -39,6 +39,18 @@ fn pipeline(name: &str) -> String {
         .to_string()
 }
 
+/// `gantry run --json -S key=value... file`, which must succeed: a shipped pipeline
+/// shortened for a test.
+fn run_shortened(p: &Project, file: &str, overrides: &[&str]) {
+    let mut args = vec!["run", "--json"];
+    for o in overrides {
+        args.extend(["-S", o]);
+    }
+    args.push(file);
+    let r = p.gantry(&args);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
 fn metrics(p: &Project, pipeline: &str, stage: &str) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(p.out(pipeline, stage).join("metrics.json")).unwrap())
         .unwrap()
@@ -71,16 +83,14 @@ fn seed003_sweep_draws_figure1_with_one_curve_per_ratio() {
     let p = Project::new();
     let file = pipeline("seed003_g_advantage.yaml");
     // 64 images in one batch of 64: 2 epochs are 2 iterations instead of 400.
-    let r = p.gantry(&[
-        "run",
-        "--json",
-        "-S",
-        "epochs=2",
-        "-S",
-        "source={synthetic: {count: 64, size: 32, channels: 3}}",
+    run_shortened(
+        &p,
         &file,
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        &[
+            "epochs=2",
+            "source={synthetic: {count: 64, size: 32, channels: 3}}",
+        ],
+    );
     let fig = std::fs::read_to_string(p.out("seed003-g-advantage", "figure1").join("figure.csv"))
         .unwrap();
     for ratio in [1, 2, 4, 50] {
@@ -105,16 +115,14 @@ fn seed004_plots_both_wgan_variants_and_scores_all_three_generators() {
     let p = Project::new();
     let file = pipeline("seed004_wgan.yaml");
     // 32 images of 32x32 in one batch: 3 epochs are 3 critic steps per variant.
-    let r = p.gantry(&[
-        "run",
-        "--json",
-        "-S",
-        "epochs=3",
-        "-S",
-        "source={synthetic: {count: 32, size: 32, channels: 3}}",
+    run_shortened(
+        &p,
         &file,
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        &[
+            "epochs=3",
+            "source={synthetic: {count: 32, size: 32, channels: 3}}",
+        ],
+    );
     let fig =
         std::fs::read_to_string(p.out("seed004-wgan", "wasserstein").join("figure.csv")).unwrap();
     for variant in ["clip", "gp"] {
@@ -138,16 +146,14 @@ fn seed004_plots_both_wgan_variants_and_scores_all_three_generators() {
 fn seed002_writes_table3_beside_the_published_row() {
     let p = Project::new();
     let file = pipeline("seed002_table3_digits.yaml");
-    let r = p.gantry(&[
-        "run",
-        "--json",
-        "-S",
-        "epochs=1",
-        "-S",
-        "digits={synthetic: {count: 256, size: 28, channels: 1, variant: digits}}",
+    run_shortened(
+        &p,
         &file,
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        &[
+            "epochs=1",
+            "digits={synthetic: {count: 256, size: 28, channels: 1, variant: digits}}",
+        ],
+    );
     let t =
         std::fs::read_to_string(p.out("seed002-table3-digits", "cgan").join("table3.md")).unwrap();
     assert!(t.contains("0.819696") && t.contains("95.31%"), "{t}");
