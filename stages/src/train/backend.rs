@@ -140,9 +140,10 @@ pub fn dispatch<J: OnBackend>(
         }
         #[cfg(feature = "cuda")]
         BackendKind::Cuda => {
-            // Measured on an H100: about 25 s of NVRTC compiles in every process, and on
-            // a machine's first run about 4 minutes more of autotuning for a DCGAN. Say so
-            // before the stage looks hung.
+            // Measured on an H100 with the DCGAN step example: about 25 s went by before its
+            // first timed step in every process (kernels compiled by NVRTC), and about
+            // 4 minutes on the machine's first run (autotuning as well). Say so before the
+            // stage looks hung.
             tracing::info!(
                 "burn-cuda compiles its kernels when the stage first runs them (tens of \
                  seconds), and the first run on a machine also autotunes matmul, convolution \
