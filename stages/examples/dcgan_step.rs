@@ -5,7 +5,7 @@
 //! ```text
 //! cargo run --release -p gantry-stages --example dcgan_step -- \
 //!     [--steps 20] [--warmup 3] [--threads 2] [--breakdown-steps N] [--seed 1] \
-//!     [--breakdown-nets project|stock] [--backend cpu|cuda]
+//!     [--breakdown-nets project|stock] [--backend cpu|cuda|auto]
 //! ```
 //!
 //! 32x32x3 images (256 of pseudo-random bytes), batch 64, the usual 4-layer G and D
@@ -47,9 +47,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::AutodiffBackend;
 use gantry_datasets::ImageSet;
 use gantry_stages::dcgan::{Dcgan, DcganConfig};
-use gantry_stages::train::backend::Cpu;
-#[cfg(feature = "cuda")]
-use gantry_stages::train::backend::Cuda;
+use gantry_stages::train::backend::{OnBackend, dispatch};
 use gantry_stages::train::data::{Batch, Batcher, Stream, latents};
 use gantry_stages::train::driver::Schedule;
 use gantry_stages::train::driver::{Gan, scalar};
@@ -178,17 +176,6 @@ fn process_cpu_ms() -> f64 {
         .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     ns as f64 / 1e6
-}
-
-/// Part 2's CPU time per phase, beside its wall time in `Times` (part 2 runs on a pool
-/// thread, the table is printed on the main one).
-static PHASE_CPU: std::sync::LazyLock<std::sync::Mutex<Times>> =
-    std::sync::LazyLock::new(Default::default);
-
-fn phase_cpu() -> std::sync::MutexGuard<'static, Times> {
-    PHASE_CPU
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn ms(t: Instant) -> f64 {
@@ -335,6 +322,7 @@ fn time_breakdown<B: AutodiffBackend>(
     batcher: &Batcher,
     device: &B::Device,
     times: &mut Times,
+    cpu_times: &mut Times,
 ) -> Res<()> {
     let device = device.clone();
     let how = Init::Normal { std: INIT_STD };
@@ -380,7 +368,7 @@ fn time_breakdown<B: AutodiffBackend>(
             let cpu_now = process_cpu_ms();
             if timed {
                 times.add(name, ms(mark));
-                phase_cpu().add(name, cpu_now - cpu_mark);
+                cpu_times.add(name, cpu_now - cpu_mark);
             }
             mark = Instant::now();
             cpu_mark = cpu_now;
@@ -428,26 +416,50 @@ fn time_breakdown<B: AutodiffBackend>(
         lap("g_upd.adam", times);
         if timed {
             times.add("total", ms(t0));
-            phase_cpu().add("total", process_cpu_ms() - c0);
+            cpu_times.add("total", process_cpu_ms() - c0);
         }
     }
     Ok(())
 }
 
-/// Parts 1 and 2 on backend `B`.
-fn run_both<B: AutodiffBackend>(
-    args: &Args,
-    batcher: &Batcher,
-    device: &B::Device,
-    step_times: &mut Times,
-    parts: &mut Times,
-) -> Res<()> {
-    time_dcgan_step::<B>(args, batcher, device, step_times)?;
-    let breakdown_steps = args.breakdown_steps.unwrap_or(args.steps);
-    if breakdown_steps > 0 {
-        time_breakdown::<B>(args, breakdown_steps, batcher, device, parts)?;
+/// Parts 1 and 2, on the backend `--backend` names (chosen as the stages choose it).
+struct Bench<'a> {
+    args: &'a Args,
+    batcher: &'a Batcher,
+    breakdown_steps: usize,
+}
+
+/// What parts 1 and 2 measured, and on which backend.
+#[derive(Default)]
+struct Measured {
+    backend: String,
+    step: Times,
+    parts: Times,
+    /// CPU time of each phase of part 2, beside its wall time in `parts`.
+    parts_cpu: Times,
+}
+
+impl OnBackend for Bench<'_> {
+    type Output = Res<Measured>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, label: String) -> Res<Measured> {
+        let mut m = Measured {
+            backend: label,
+            ..Measured::default()
+        };
+        time_dcgan_step::<B>(self.args, self.batcher, &device, &mut m.step)?;
+        if self.breakdown_steps > 0 {
+            time_breakdown::<B>(
+                self.args,
+                self.breakdown_steps,
+                self.batcher,
+                &device,
+                &mut m.parts,
+                &mut m.parts_cpu,
+            )?;
+        }
+        Ok(m)
     }
-    Ok(())
 }
 
 fn main() -> Res<()> {
@@ -456,44 +468,24 @@ fn main() -> Res<()> {
         .num_threads(args.threads)
         .build()?;
     let batcher = Batcher::new(images(args.seed), None, BATCH, args.seed);
-    let mut step_times = Times::default();
-    let mut parts = Times::default();
     let breakdown_steps = args.breakdown_steps.unwrap_or(args.steps);
-    let backend = pool.install(|| -> Res<&str> {
-        match args.backend.as_str() {
-            "cpu" => {
-                run_both::<Cpu>(
-                    &args,
-                    &batcher,
-                    &Default::default(),
-                    &mut step_times,
-                    &mut parts,
-                )?;
-                Ok("burn flex + autodiff")
-            }
-            #[cfg(feature = "cuda")]
-            "cuda" => {
-                let device = burn::backend::cuda::CudaDevice::new(0);
-                run_both::<Cuda>(&args, &batcher, &device, &mut step_times, &mut parts)?;
-                Ok("burn-cuda + autodiff, device 0")
-            }
-            other => Err(format!(
-                "--backend {other}: this build has cpu{}",
-                if cfg!(feature = "cuda") {
-                    ", cuda"
-                } else {
-                    " (cuda needs --features cuda)"
-                }
-            )
-            .into()),
-        }
-    })?;
+    let bench = Bench {
+        args: &args,
+        batcher: &batcher,
+        breakdown_steps,
+    };
+    let Measured {
+        backend,
+        step: step_times,
+        parts,
+        parts_cpu,
+    } = pool.install(|| dispatch(&args.backend, &[], bench))??;
 
     let total = step_times.get("total");
     println!(
         "DCGAN step, {SIZE}x{SIZE}x{CHANNELS}, batch {BATCH}, features {FEATURES}, \
-         {backend}, {} rayon thread(s), {} timed steps after {} warm-up",
-        args.threads, args.steps, args.warmup
+         {backend} with autodiff, {} timed steps after {} warm-up",
+        args.steps, args.warmup
     );
     println!("{:<22} {:>10} {:>10}", "part (ms)", "median", "mean");
     for name in ["batch", "gan_step", "total", "cpu_ms", "minor_faults"] {
@@ -515,7 +507,7 @@ fn main() -> Res<()> {
             "phase (ms)", "median", "mean", "share", "cores busy"
         );
         for (name, v) in parts.names.iter().zip(&parts.values) {
-            let busy = mean(phase_cpu().get(name)) / mean(v);
+            let busy = mean(parts_cpu.get(name)) / mean(v);
             println!(
                 "  {name:<20} {:>10.2} {:>10.2} {:>6.1}% {busy:>12.2}",
                 median(v),
