@@ -3,13 +3,17 @@
 //! pass alone, and forward plus both gradients (input and weight).
 //!
 //! ```text
-//! cargo run --release -p gantry-stages --example conv_ops -- [--threads 2] [--reps 7]
+//! cargo run --release -p gantry-stages --example conv_ops -- [--threads 2] [--reps 7] [--parts 1]
 //! ```
 //!
 //! Prints the median of `--reps` timed repetitions (after one untimed) per layer, in ms.
+//! `--parts 1` times only `train::conv`'s operations, each gradient on its own: the
+//! forward pass, forward + input gradient (the weight frozen), forward + weight gradient
+//! (the input not tracked), and forward + both.
 
 use std::time::Instant;
 
+use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2dConfig, ConvTranspose2dConfig};
 use burn::prelude::Backend;
@@ -39,10 +43,13 @@ fn arg(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-type Layer = Box<dyn Fn(Tensor<Cpu, 4>, bool) -> Tensor<Cpu, 4>>;
+/// A layer's forward pass: (input, whether to use `train::conv`, whether the weight is
+/// frozen).
+type Layer = Box<dyn Fn(Tensor<Cpu, 4>, bool, bool) -> Tensor<Cpu, 4>>;
 
 fn main() {
     let (threads, reps) = (arg("--threads", 2), arg("--reps", 7));
+    let parts = arg("--parts", 0) != 0;
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
@@ -62,12 +69,14 @@ fn main() {
             .with_padding(PaddingConfig2d::Explicit(pad, pad, pad, pad))
             .with_bias(false)
             .init::<Cpu>(&device);
+        let frozen = conv.clone().no_grad();
         layers.push((
             format!("conv {ci}->{co} {h}x{h}"),
             [n, ci, h, h],
-            Box::new(move |x, fast| {
+            Box::new(move |x, fast, freeze| {
+                let conv = if freeze { &frozen } else { &conv };
                 if fast {
-                    conv2d_forward(&conv, x)
+                    conv2d_forward(conv, x)
                 } else {
                     conv.forward(x)
                 }
@@ -85,36 +94,64 @@ fn main() {
             .with_padding([pad, pad])
             .with_bias(false)
             .init::<Cpu>(&device);
+        let frozen = conv.clone().no_grad();
         layers.push((
             format!("convT {ci}->{co} {h}x{h}"),
             [n, ci, h, h],
-            Box::new(move |x, fast| {
+            Box::new(move |x, fast, freeze| {
+                let conv = if freeze { &frozen } else { &conv };
                 if fast {
-                    conv_transpose2d_forward(&conv, x)
+                    conv_transpose2d_forward(conv, x)
                 } else {
                     conv.forward(x)
                 }
             }),
         ));
     }
+    let heads = if parts {
+        ["fwd", "f+dx", "f+dw", "f+dx+dw"]
+    } else {
+        ["fwd burn", "fwd ours", "f+b burn", "f+b ours"]
+    };
     println!(
         "{threads} thread(s), batch {n}, median of {reps}, ms\n{:<22} {:>10} {:>10} {:>10} {:>10}",
-        "layer", "fwd burn", "fwd ours", "f+b burn", "f+b ours"
+        "layer", heads[0], heads[1], heads[2], heads[3]
     );
     let mut total = [0.0; 4];
     for (name, shape, layer) in &layers {
         let x = Tensor::<Cpu, 4>::random(*shape, Distribution::Normal(0.0, 1.0), &device);
-        let mut row = [0.0; 4];
-        for (i, fast) in [false, true].into_iter().enumerate() {
-            row[i] = median_ms(reps, || {
-                layer(x.clone(), fast).into_data();
-            });
-            row[2 + i] = median_ms(reps, || {
-                let x = x.clone().require_grad();
-                let grads = layer(x.clone(), fast).sum().backward();
+        let forward = |fast: bool| {
+            median_ms(reps, || {
+                layer(x.clone(), fast, true).into_data();
+            })
+        };
+        // The timed work ends with the gradients read out, as an optimizer would.
+        let backward = |fast: bool, dx: bool, dw: bool| {
+            median_ms(reps, || {
+                let x = if dx {
+                    x.clone().require_grad()
+                } else {
+                    x.clone()
+                };
+                let grads = layer(x.clone(), fast, !dw).sum().backward();
                 x.grad(&grads).map(|g| g.into_data());
-            });
-        }
+            })
+        };
+        let row = if parts {
+            [
+                forward(true),
+                backward(true, true, false),
+                backward(true, false, true),
+                backward(true, true, true),
+            ]
+        } else {
+            [
+                forward(false),
+                forward(true),
+                backward(false, true, true),
+                backward(true, true, true),
+            ]
+        };
         for (t, r) in total.iter_mut().zip(row) {
             *t += r;
         }
