@@ -21,6 +21,10 @@ use burn::tensor::{Distribution, Tensor};
 use gantry_stages::train::backend::Cpu;
 use gantry_stages::train::conv::{conv_transpose2d_forward, conv2d_forward};
 
+/// The gantry binary's allocator, so that the timings are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn median_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
     let mut v: Vec<f64> = (0..reps)

@@ -56,6 +56,10 @@ use gantry_stages::train::loss::bce_logits;
 use gantry_stages::train::nets::{Discriminator, Generator};
 use gantry_stages::train::optim::OptimizerSpec;
 
+/// The gantry binary's allocator, so that the timings are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 type Res<T> = Result<T, Box<dyn Error + Send + Sync>>;
 
 const SIZE: usize = 32;

@@ -30,6 +30,10 @@ use gantry_datasets::{ImageSet, pixel_buffer};
 use gantry_stages::resize::{Filter, ResizeError, resize_set};
 use rayon::prelude::*;
 
+/// The gantry binary's allocator, so that the timings are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     width: u32,
     height: u32,

@@ -21,6 +21,10 @@ use gantry_datasets::ImageSet;
 use gantry_stages::metrics::ssim::{SsimConfig, ms_ssim_paired};
 use indicatif::ProgressBar;
 
+/// The gantry binary's allocator, so that the timings are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     width: u32,
     height: u32,

@@ -20,6 +20,10 @@ use std::time::Instant;
 use gantry_datasets::ImageSet;
 use gantry_stages::metrics::swd::{SwdConfig, swd};
 
+/// The gantry binary's allocator, so that the timings are those of what it runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 struct Args {
     real: PathBuf,
     fake: PathBuf,
