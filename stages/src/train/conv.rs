@@ -1114,18 +1114,7 @@ fn weight_grad_in_partial_sums(x: &[f32], dy: &[f32], g: &Geom) -> FlexTensor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::data::{Stream, normal, rng};
-
-    /// N(0, 1) values from a generator of the test's own: seeding the backend's global RNG
-    /// and then drawing raced with the other tests of this process, so that `ours` and
-    /// `burns` could be differentiated through different random weightings.
-    fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
-        let n = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(normal(&mut rng(seed, Stream::Fixed, 0), n), shape),
-            &Default::default(),
-        )
-    }
+    use crate::train::data::test_normal as random;
 
     fn close<const D: usize>(ours: Tensor<Cpu, D>, burns: Tensor<Cpu, D>, what: &str) {
         let (a, b) = (ours.into_data(), burns.into_data());

@@ -51,6 +51,21 @@ pub fn normal(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     v
 }
 
+/// A tensor of N(0, 1) values on the CPU backend, a function of `seed` alone: the tests
+/// compare operations on the same random inputs, and drawing them from burn's global RNG
+/// raced with the other tests of the process.
+#[cfg(test)]
+pub(crate) fn test_normal<const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+) -> Tensor<super::backend::Cpu, D> {
+    let n = shape.iter().product();
+    Tensor::from_data(
+        TensorData::new(normal(&mut rng(seed, Stream::Fixed, 0), n), shape),
+        &Default::default(),
+    )
+}
+
 /// A [batch, dim] tensor of N(0, 1) latents.
 pub fn latents<B: Backend>(
     seed: u64,

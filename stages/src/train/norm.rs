@@ -349,16 +349,8 @@ impl Backward<Flex, 3> for NormOp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::data::{Stream, normal, rng};
+    use crate::train::data::test_normal as random;
     use burn::nn::BatchNormConfig;
-
-    fn random<const D: usize>(shape: [usize; D], seed: u64) -> Tensor<Cpu, D> {
-        let n = shape.iter().product();
-        Tensor::from_data(
-            TensorData::new(normal(&mut rng(seed, Stream::Fixed, 0), n), shape),
-            &Default::default(),
-        )
-    }
 
     fn max_diff<const D: usize>(a: Tensor<Cpu, D>, b: Tensor<Cpu, D>) -> f32 {
         (a - b).abs().max().into_scalar()
