@@ -357,48 +357,33 @@ fn tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
 
 /// Where kernel tap `k` of an axis reads: input index `o·s + k·d − pad` is phase
 /// `q = (k·d − pad) mod s`, index `o + a` within that phase, with `a = ⌊(k·d − pad) / s⌋`.
-/// Returns (q, a) and the range of outputs `o` whose index falls inside the phase's
-/// `t` entries.
-fn tap_axis(
-    k: usize,
-    s: usize,
-    d: usize,
-    pad: usize,
-    t: usize,
-    out: usize,
-) -> (usize, isize, usize, usize) {
+/// Returns (q, a).
+fn tap_axis(k: usize, s: usize, d: usize, pad: usize) -> (usize, isize) {
     let off = (k * d) as isize - pad as isize;
-    let (q, a) = (
+    (
         off.rem_euclid(s as isize) as usize,
         off.div_euclid(s as isize),
-    );
-    let lo = (-a).clamp(0, out as isize) as usize;
-    let hi = (t as isize - a).clamp(lo as isize, out as isize) as usize;
-    (q, a, lo, hi)
+    )
 }
 
-/// Where one kernel tap (ki, kj) reads in the phases: output (oy, ox) for oy in
-/// `y.0..y.1` and ox in `x.0..x.1` reads phase entry `start + oy·tw + ox`, which starts
-/// at `block`; every other output reads padding.
+/// Where one kernel tap (ki, kj) reads in an image's phases: output (oy, ox) reads entry
+/// `at + oy·cols + ox`.
 #[derive(Debug, Clone, Copy)]
 struct Tap {
-    block: usize,
-    start: isize,
-    y: (usize, usize),
-    x: (usize, usize),
+    at: usize,
 }
 
 fn taps(g: &Geom, ph: &Phases) -> Vec<Tap> {
     let mut taps = Vec::with_capacity(g.kh * g.kw);
     for ki in 0..g.kh {
-        let (qy, ay, ylo, yhi) = tap_axis(ki, g.stride[0], g.dil[0], g.pad[0], ph.th, g.oh);
+        let (qy, ay) = tap_axis(ki, g.stride[0], g.dil[0], g.pad[0]);
         for kj in 0..g.kw {
-            let (qx, ax, xlo, xhi) = tap_axis(kj, g.stride[1], g.dil[1], g.pad[1], ph.tw, g.ow);
+            let (qx, ax) = tap_axis(kj, g.stride[1], g.dil[1], g.pad[1]);
+            // The margins make both offsets non-negative (see `Phases::of`).
+            let row = (ay + ph.top as isize) as usize;
+            let col = (ax + ph.left as isize) as usize;
             taps.push(Tap {
-                block: ph.block(qy, qx),
-                start: ay * ph.tw as isize + ax,
-                y: (ylo, yhi),
-                x: (xlo, xhi.max(xlo)),
+                at: ph.block(qy, qx) + row * ph.cols + col,
             });
         }
     }
@@ -406,42 +391,81 @@ fn taps(g: &Geom, ph: &Phases) -> Vec<Tap> {
 }
 
 /// One input plane split by stride phase: phase (qy, qx) holds rows qy, qy+s, … and
-/// columns qx, qx+s, … of the plane as a `th × tw` block, zero past the plane's edge.
-/// Every kernel tap then reads (im2col) or adds to (col2im) one phase at a fixed offset,
-/// so the inner loops are contiguous, where on the plane itself they would step by the
-/// stride.
+/// columns qx, qx+s, … of the plane as a `th × tw` block inside zero margins (`top` rows
+/// above, `left` columns to the left, and what `rows × cols` leaves below and to the
+/// right). Every kernel tap then reads (im2col) or adds to (col2im) an `oh × ow` window
+/// of one phase at a fixed offset: whole rows, where on the plane they would step by the
+/// stride, and with the padding in the margins, so no tap checks its bounds or zeroes
+/// entries row by row.
 struct Phases {
     s: [usize; 2],
     th: usize,
     tw: usize,
+    top: usize,
+    left: usize,
+    rows: usize,
+    cols: usize,
 }
 
 impl Phases {
     fn of(g: &Geom) -> Phases {
+        // (before, after): the margins an axis of `t` entries needs for windows of `out`
+        // entries at the offsets of all `kernel` taps.
+        let margins = |axis: usize, kernel: usize, t: usize, out: usize| {
+            let offsets =
+                (0..kernel).map(|k| tap_axis(k, g.stride[axis], g.dil[axis], g.pad[axis]).1);
+            let lo = offsets.clone().min().unwrap_or(0);
+            let hi = offsets.max().unwrap_or(0);
+            (
+                (-lo).max(0) as usize,
+                (hi + out as isize - t as isize).max(0) as usize,
+            )
+        };
+        let (th, tw) = (g.h.div_ceil(g.stride[0]), g.w.div_ceil(g.stride[1]));
+        let (top, bottom) = margins(0, g.kh, th, g.oh);
+        let (left, right) = margins(1, g.kw, tw, g.ow);
         Phases {
             s: g.stride,
-            th: g.h.div_ceil(g.stride[0]),
-            tw: g.w.div_ceil(g.stride[1]),
+            th,
+            tw,
+            top,
+            left,
+            rows: top + th + bottom,
+            cols: left + tw + right,
         }
     }
 
+    /// Whether the plane has to be split at all: without a stride and with nothing to
+    /// pad, it is its own single phase.
+    fn needed(&self) -> bool {
+        self.s != [1, 1] || self.rows != self.th || self.cols != self.tw
+    }
+
     fn len(&self) -> usize {
-        self.s[0] * self.s[1] * self.th * self.tw
+        self.s[0] * self.s[1] * self.rows * self.cols
     }
 
     fn block(&self, qy: usize, qx: usize) -> usize {
-        (qy * self.s[1] + qx) * self.th * self.tw
+        (qy * self.s[1] + qx) * self.rows * self.cols
     }
 
-    /// Splits `plane` (h × w) into `out` (all phases).
+    /// Splits `plane` (h × w) into `out` (all phases, margins included).
     fn split(&self, plane: &[f32], w: usize, out: &mut [f32]) {
         let h = plane.len() / w;
         let [sy, sx] = self.s;
         for qy in 0..sy {
-            for ty in 0..self.th {
-                let y = ty * sy + qy;
-                for qx in 0..sx {
-                    let dst = &mut out[self.block(qy, qx) + ty * self.tw..][..self.tw];
+            for qx in 0..sx {
+                let block = &mut out[self.block(qy, qx)..][..self.rows * self.cols];
+                let (above, rest) = block.split_at_mut(self.top * self.cols);
+                let (inside, below) = rest.split_at_mut(self.th * self.cols);
+                above.fill(0.0);
+                below.fill(0.0);
+                for (ty, row) in inside.chunks_exact_mut(self.cols).enumerate() {
+                    let (margin, row) = row.split_at_mut(self.left);
+                    let (dst, margin_right) = row.split_at_mut(self.tw);
+                    margin.fill(0.0);
+                    margin_right.fill(0.0);
+                    let y = ty * sy + qy;
                     if y >= h {
                         dst.fill(0.0);
                         continue;
@@ -468,7 +492,7 @@ impl Phases {
     }
 
     /// The inverse of [`Self::split`]: writes the phases' entries that lie on the plane
-    /// back into `plane` (h × w), overwriting it.
+    /// back into `plane` (h × w), overwriting it; the margins are dropped.
     fn join(&self, phases: &[f32], w: usize, plane: &mut [f32]) {
         let h = plane.len() / w;
         let [sy, sx] = self.s;
@@ -477,7 +501,8 @@ impl Phases {
             let dst = &mut plane[y * w..(y + 1) * w];
             let full = w / sx;
             for qx in 0..sx.min(w) {
-                let src = &phases[self.block(qy, qx) + ty * self.tw..][..self.tw];
+                let at = self.block(qy, qx) + (self.top + ty) * self.cols + self.left;
+                let src = &phases[at..][..self.tw];
                 for (pair, v) in dst.chunks_exact_mut(sx).zip(&src[..full]) {
                     pair[qx] = *v;
                 }
@@ -490,16 +515,16 @@ impl Phases {
 }
 
 /// What im2col and col2im share for a chunk of `nb` images, worked out once per chunk:
-/// `p` outputs per image, `l` columns, `plane` input pixels, the taps; with a stride,
-/// each image's phases take `len` entries of a task's scratch, without one the plane is
-/// used as it is.
+/// `p` outputs per image, `l` columns, `plane` input pixels, the taps; when the planes
+/// are split into phases, each image's take `len` entries of a task's scratch, otherwise
+/// the plane is used as it is.
 struct Lowering {
     nb: usize,
     p: usize,
     l: usize,
     plane: usize,
     ph: Phases,
-    strided: bool,
+    split: bool,
     len: usize,
     taps: Vec<Tap>,
 }
@@ -507,23 +532,23 @@ struct Lowering {
 impl Lowering {
     fn new(g: &Geom, nb: usize) -> Lowering {
         let ph = Phases::of(g);
-        let strided = g.stride != [1, 1];
+        let split = ph.needed();
         let plane = g.h * g.w;
         Lowering {
             nb,
             p: g.p(),
             l: nb * g.p(),
             plane,
-            len: if strided { ph.len() } else { plane },
+            len: if split { ph.len() } else { plane },
             taps: taps(g, &ph),
             ph,
-            strided,
+            split,
         }
     }
 
-    /// `phases` sized for the chunk's images (nothing to hold without a stride).
+    /// `phases` sized for the chunk's images (nothing to hold without a split).
     fn phases<'a>(&self, phases: &'a mut Vec<f32>) -> &'a mut [f32] {
-        let len = if self.strided { self.nb * self.len } else { 0 };
+        let len = if self.split { self.nb * self.len } else { 0 };
         sized(phases, len)
     }
 }
@@ -551,7 +576,7 @@ fn im2col_channels(
         l,
         plane,
         ref ph,
-        strided,
+        split,
         len,
         ref taps,
     } = *lw;
@@ -561,7 +586,7 @@ fn im2col_channels(
     // strode through the whole block and ran at the speed of cache misses).
     for c in channels.clone() {
         let image = |j: usize| &x[((j0 + j) * g.c_in + c) * plane..][..plane];
-        if strided {
+        if split {
             for j in 0..nb {
                 ph.split(image(j), g.w, &mut phases[j * len..][..len]);
             }
@@ -569,110 +594,84 @@ fn im2col_channels(
         for (t, tap) in taps.iter().enumerate() {
             let row = &mut cols[((c - channels.start) * taps.len() + t) * l..][..l];
             for (j, dst) in row.chunks_exact_mut(p).enumerate() {
-                let src = if strided {
+                let src = if split {
                     &phases[j * len..][..len]
                 } else {
                     image(j)
                 };
-                copy_tap(tap, ph, g.ow, &src[tap.block..][..ph.th * ph.tw], dst);
+                copy_window(&src[tap.at..], ph.cols, g.ow, dst);
             }
         }
     }
 }
 
-/// Fills `dst` (one image's `oh × ow` outputs for one tap) from the tap's phase `block`,
-/// with zeros where it reads padding.
-fn copy_tap(tap: &Tap, ph: &Phases, ow: usize, block: &[f32], dst: &mut [f32]) {
-    let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
-    dst[..ylo * ow].fill(0.0);
-    dst[yhi * ow..].fill(0.0);
-    if ylo == yhi {
+/// Fills `dst` (`oh × ow`, row-major) with the window of `src` whose rows start
+/// `stride` entries apart. The rows of the DCGAN layers are 4 to 16 entries long: at
+/// those widths the copies are unrolled, where a call to `memcpy` per row would cost more
+/// than the copy.
+fn copy_window(src: &[f32], stride: usize, ow: usize, dst: &mut [f32]) {
+    fn rows<const W: usize>(src: &[f32], stride: usize, dst: &mut [f32]) {
+        for (oy, d) in dst.as_chunks_mut::<W>().0.iter_mut().enumerate() {
+            let s: &[f32; W] = src[oy * stride..][..W]
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("the slice is W long"));
+            *d = *s;
+        }
+    }
+    if stride == ow {
+        dst.copy_from_slice(&src[..dst.len()]);
         return;
     }
-    if ph.tw == ow {
-        // Rows are as long in the phase as in the output: the tap's rows are one run of
-        // the phase (shifted by its column offset); the columns that fall in the padding
-        // are zeroed after.
-        let (d0, d1) = (ylo * ow, yhi * ow);
-        let s0 = tap.start + d0 as isize;
-        let skip = (-s0).max(0) as usize;
-        let end = (d1 - d0).min((block.len() as isize - s0) as usize);
-        if skip < end {
-            let from = (s0 + skip as isize) as usize;
-            dst[d0 + skip..d0 + end].copy_from_slice(&block[from..from + end - skip]);
-        }
-        dst[d0 + end..d1].fill(0.0);
-        if xlo > 0 || xhi < ow {
-            for row in dst[d0..d1].chunks_exact_mut(ow) {
-                row[..xlo].fill(0.0);
-                row[xhi..].fill(0.0);
+    match ow {
+        4 => rows::<4>(src, stride, dst),
+        8 => rows::<8>(src, stride, dst),
+        16 => rows::<16>(src, stride, dst),
+        _ => {
+            for (oy, d) in dst.chunks_exact_mut(ow).enumerate() {
+                d.copy_from_slice(&src[oy * stride..][..ow]);
             }
         }
-        return;
-    }
-    for oy in ylo..yhi {
-        let drow = &mut dst[oy * ow..][..ow];
-        drow[..xlo].fill(0.0);
-        drow[xhi..].fill(0.0);
-        let from = (tap.start + (oy * ph.tw + xlo) as isize) as usize;
-        drow[xlo..xhi].copy_from_slice(&block[from..from + (xhi - xlo)]);
     }
 }
 
-/// Adds `src` (one image's `oh × ow` entries for one tap) into the tap's phase `block`;
-/// the entries that read padding in im2col are zeroed on the way.
-fn add_tap(tap: &Tap, ph: &Phases, ow: usize, src: &mut [f32], block: &mut [f32]) {
-    let ((ylo, yhi), (xlo, xhi)) = (tap.y, tap.x);
-    if ylo == yhi {
-        return;
-    }
-    if ph.tw == ow {
-        // As in `copy_tap`: one run per tap, after zeroing the entries that belong to the
-        // padding (they would land on a neighbouring row's edge).
-        let (d0, d1) = (ylo * ow, yhi * ow);
-        if xlo > 0 || xhi < ow {
-            for row in src[d0..d1].chunks_exact_mut(ow) {
-                row[..xlo].fill(0.0);
-                row[xhi..].fill(0.0);
+/// Adds `src` (`oh × ow`, row-major) into the window of `dst` whose rows start `stride`
+/// entries apart: the inverse of [`copy_window`], unrolled at the same widths.
+fn add_window(src: &[f32], stride: usize, ow: usize, dst: &mut [f32]) {
+    fn rows<const W: usize>(src: &[f32], stride: usize, dst: &mut [f32]) {
+        for (oy, s) in src.as_chunks::<W>().0.iter().enumerate() {
+            let d: &mut [f32; W] = (&mut dst[oy * stride..][..W])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!("the slice is W long"));
+            for (d, s) in d.iter_mut().zip(s) {
+                *d += *s;
             }
         }
-        let s0 = tap.start + d0 as isize;
-        let skip = (-s0).max(0) as usize;
-        let end = (d1 - d0).min((block.len() as isize - s0) as usize);
-        if skip < end {
-            let from = (s0 + skip as isize) as usize;
-            for (d, v) in block[from..from + end - skip]
-                .iter_mut()
-                .zip(&src[d0 + skip..d0 + end])
-            {
-                *d += *v;
-            }
-        }
-        return;
     }
-    for oy in ylo..yhi {
-        let srow = &src[oy * ow..][..ow];
-        let from = (tap.start + (oy * ph.tw + xlo) as isize) as usize;
-        for (d, v) in block[from..from + (xhi - xlo)]
-            .iter_mut()
-            .zip(&srow[xlo..xhi])
-        {
-            *d += *v;
+    match ow {
+        4 => rows::<4>(src, stride, dst),
+        8 => rows::<8>(src, stride, dst),
+        16 => rows::<16>(src, stride, dst),
+        _ => {
+            for (oy, s) in src.chunks_exact(ow).enumerate() {
+                for (d, s) in dst[oy * stride..][..ow].iter_mut().zip(s) {
+                    *d += *s;
+                }
+            }
         }
     }
 }
 
 /// The adjoint of [`im2col`]: sums every entry of `cols` into the image position it was
-/// copied from. `dx` holds the chunk's `nb` images and is overwritten. The entries of
-/// `cols` that im2col would fill with padding are zeroed on the way.
-fn col2im(cols: &mut [f32], g: &Geom, lw: &Lowering, dx: &mut [f32], phases: &mut Vec<f32>) {
+/// copied from. `dx` holds the chunk's `nb` images and is overwritten; the entries of
+/// `cols` that im2col would fill with padding land in the margins and are dropped.
+fn col2im(cols: &[f32], g: &Geom, lw: &Lowering, dx: &mut [f32], phases: &mut Vec<f32>) {
     let Lowering {
         nb,
         p,
         l,
         plane,
         ref ph,
-        strided,
+        split,
         len,
         ref taps,
     } = *lw;
@@ -680,22 +679,22 @@ fn col2im(cols: &mut [f32], g: &Geom, lw: &Lowering, dx: &mut [f32], phases: &mu
     // Channel by channel and tap by tap, reading `cols` front to back (see im2col).
     for c in 0..g.c_in {
         for j in 0..nb {
-            match strided {
+            match split {
                 true => phases[j * len..][..len].fill(0.0),
                 false => dx[(j * g.c_in + c) * plane..][..plane].fill(0.0),
             }
         }
         for (t, tap) in taps.iter().enumerate() {
-            let row = &mut cols[(c * taps.len() + t) * l..][..l];
-            for (j, src) in row.chunks_exact_mut(p).enumerate() {
-                let acc = match strided {
+            let row = &cols[(c * taps.len() + t) * l..][..l];
+            for (j, src) in row.chunks_exact(p).enumerate() {
+                let acc = match split {
                     true => &mut phases[j * len..][..len],
                     false => &mut dx[(j * g.c_in + c) * plane..][..plane],
                 };
-                add_tap(tap, ph, g.ow, src, &mut acc[tap.block..][..ph.th * ph.tw]);
+                add_window(src, ph.cols, g.ow, &mut acc[tap.at..]);
             }
         }
-        if strided {
+        if split {
             for j in 0..nb {
                 ph.join(
                     &phases[j * len..][..len],
@@ -1143,6 +1142,10 @@ mod tests {
             (13, 3, 9, 7, 5, [3, 2], [2, 1], [1, 0], [1, 2]),
             (3, 2, 5, 6, 4, [1, 1], [1, 1], [0, 0], [1, 1]),
             (9, 4, 11, 10, 3, [5, 3], [3, 2], [2, 1], [2, 1]),
+            // Stride 1 with padding (the plane copied into one padded phase), at a width
+            // with an unrolled row copy and at one without.
+            (6, 3, 8, 8, 4, [3, 3], [1, 1], [1, 1], [1, 1]),
+            (5, 2, 7, 7, 3, [3, 3], [1, 1], [2, 2], [2, 2]),
         ];
         for (i, (n, ci, h, wd, co, k, s, p, d)) in cases.into_iter().enumerate() {
             let x = random([n, ci, h, wd], 2 * i as u64);
