@@ -26,7 +26,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::optim::GradientsParams;
-use burn::tensor::activation::{leaky_relu, sigmoid, tanh};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use gantry_datasets::Dataset;
@@ -51,6 +51,7 @@ use crate::train::optim::{
     Optim, OptimizerParams, OptimizerSpec, export_module, load_gan, resolve_optimizer, save_gan,
 };
 use crate::train::plot::{Series, line_plot};
+use crate::train::pointwise::{leaky_relu, tanh};
 use crate::{
     ArtifactType, Checked, InputSlot, ParamsError, StageContext, StageError, StageKind, write_file,
 };

@@ -14,5 +14,6 @@ pub mod nets;
 pub mod norm;
 pub mod optim;
 pub mod plot;
+pub mod pointwise;
 
 pub use driver::{Gan, Outcome, Schedule};

@@ -11,11 +11,11 @@ use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, PaddingConfig2d};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{leaky_relu, tanh};
 use burn::tensor::backend::Backend;
 
 use super::conv::{conv_transpose2d_forward, conv2d_forward};
 use super::norm::{Activation, batch_norm, batch_norm_act};
+use super::pointwise::{leaky_relu, tanh};
 use crate::StageError;
 
 /// Stride-2 layers between 4×4 and a side of `size` (size = 4·2^n).
