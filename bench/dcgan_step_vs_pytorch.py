@@ -36,14 +36,17 @@ What it does:
    128->256 without bias + BN + LReLU, Conv 256->1 4x4 valid with bias), the same
    init and optimizer, BCE-with-logits losses, the same order of work (G forward
    detached for D, D on real and on fake separately, the loss values read back with
-   `.item()`, G forward again for the G update); batch creation (u8 NHWC -> f32 NCHW
+   `.item()`, then the G update through the same fake images and through D with its
+   weights frozen, as gantry's D copy with constant weights); batch creation (u8 NHWC -> f32 NCHW
    in [-1, 1]) and latent sampling are timed on both sides.
    `torch.set_num_threads(--threads)`, `torch.set_num_interop_threads(1)`.
 5. Both sides are pinned to the same `--threads` CPUs and run interleaved:
    `--rounds` rounds, each a fresh process per side with `--warmup` untimed then
    `--steps` timed steps, the order alternating from round to round. The table
    shows the median (and mean) ms/step over all timed steps of each side and the
-   ratio gantry / PyTorch (goal: <= 1, not slower). Then gantry (twice: the project's
+   ratio gantry / PyTorch (goal: <= 1, not slower). A third side runs PyTorch's
+   step as its DCGAN example writes it (D's weight gradients also computed in the G
+   update), for reference. Then gantry (twice: the project's
    `Generator::forward` / `Discriminator::forward`, and burn's stock layer modules on
    the same weights) and PyTorch time each phase of the step (forward / backward /
    Adam per network).
@@ -171,10 +174,10 @@ def torch_worker(args):
         z = torch.randn(BATCH, LATENT, 1, 1, device=dev)
         lap("latents", timed)
         # D update on real and detached fake (as Dcgan::step).
-        fake = G(z).detach()
+        fake = G(z)
         lap("d_upd.g_forward", timed)
         d_real = D(x).view(-1)
-        d_fake = D(fake).view(-1)
+        d_fake = D(fake.detach()).view(-1)
         lap("d_upd.d_forward", timed)
         torch.sigmoid(d_real.detach()).mean().item()
         torch.sigmoid(d_fake.detach()).mean().item()
@@ -186,16 +189,21 @@ def torch_worker(args):
         lap("d_upd.backward", timed)
         opt_d.step()
         lap("d_upd.adam", timed)
-        # One G update on the same latents.
-        out = G(z)
-        lap("g_upd.g_forward", timed)
-        logits = D(out).view(-1)
+        # One G update through the same generated images (as Dcgan::step, and PyTorch's
+        # DCGAN example). D's weights are frozen for it, as gantry's copy of D with
+        # constant weights (and pix2pix/CycleGAN's set_requires_grad): no weight gradients
+        # nobody uses. --d-grads keeps them, as PyTorch's DCGAN example does.
+        if not args.d_grads:
+            D.requires_grad_(False)
+        logits = D(fake).view(-1)
         lap("g_upd.d_forward", timed)
         g_loss = bce(logits, True)
         g_loss_v = g_loss.item()
         lap("g_upd.loss", timed)
         opt_g.zero_grad(set_to_none=True)
         g_loss.backward()
+        if not args.d_grads:
+            D.requires_grad_(True)
         lap("g_upd.backward", timed)
         opt_g.step()
         lap("g_upd.adam", timed)
@@ -262,10 +270,12 @@ def run_gantry(binary, args, cpus, breakdown_steps=0, nets="project"):
     return parse_json_line(out.stdout), out.stdout
 
 
-def run_torch(args, cpus, breakdown=False, profile=False):
+def run_torch(args, cpus, breakdown=False, profile=False, d_grads=False):
     cmd = [sys.executable, str(Path(__file__).resolve()), "--torch-worker",
            "--steps", str(args.steps), "--warmup", str(args.warmup),
            "--threads", str(args.threads), "--device", args.device]
+    if d_grads:
+        cmd.append("--d-grads")
     if breakdown:
         cmd.append("--breakdown")
     if profile:
@@ -288,6 +298,7 @@ PERF_WHERE = [
     ("train::conv::channel_sums", "conv bias grads (train::conv)"),
     ("NormOp", "BatchNorm + activation backward (train::norm)"),
     ("train::norm::", "BatchNorm + activation forward (train::norm)"),
+    ("train::pointwise", "LeakyReLU / tanh, forward and backward (train::pointwise)"),
     ("conv_transpose2d_weight_backward", "G convT weight grads (conv2d on N<->C swapped tensors)"),
     ("conv_transpose2d_x_backward", "G convT input grads (conv2d)"),
     ("conv2d_weight_backward", "D conv weight grads (conv2d on N<->C swapped tensors)"),
@@ -327,7 +338,7 @@ def perf_leaf_kind(ip, sym):
         return "malloc / free"
     if any(k in sym for k in ("rayon_core", "crossbeam", "sched_yield", "futex", "syscall")):
         return "rayon scheduling / waiting"
-    if re.search(r"conv3d|conv_transpose3d|im2col|col2im|Phases|gather_rows|copy_tap|add_tap"
+    if re.search(r"conv3d|conv_transpose3d|im2col|col2im|Phases|gather_|copy_window|add_window"
                  r"|train::conv::", sym):
         return "conv im2col / col2im / layout loops"
     return "other compute"
@@ -479,6 +490,7 @@ def main():
                         help="the dcgan_step example to run (implies --no-build)")
     parser.add_argument("--torch-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--breakdown", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--d-grads", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     cuda = args.device == "cuda"
     if args.gantry_bin is not None:
@@ -504,9 +516,9 @@ def main():
     load = [os.getloadavg()]
     print(f"{args.rounds} rounds x ({args.warmup} warm-up + {args.steps} timed steps), "
           f"{args.threads} threads on CPUs {sorted(cpus)}; load {load[0]}", file=sys.stderr)
-    g_rounds, t_rounds, g_cpu, t_cpu, busy = [], [], [], [], []
+    g_rounds, t_rounds, e_rounds, g_cpu, t_cpu, busy = [], [], [], [], [], []
     for r in range(args.rounds):
-        sides = ["gantry", "torch"] if r % 2 == 0 else ["torch", "gantry"]
+        sides = ["gantry", "torch", "example"] if r % 2 == 0 else ["example", "torch", "gantry"]
         for side in sides:
             busy.append(wait_idle(args.wait_idle, args.wait_timeout))
             if side == "gantry":
@@ -516,11 +528,16 @@ def main():
                 print(f"round {r + 1} gantry: median {med(res['step']['total']):.1f} ms "
                       f"(Dcgan::step {med(res['step']['gan_step']):.1f}, "
                       f"batch {med(res['step']['batch']):.2f})", file=sys.stderr)
-            else:
+            elif side == "torch":
                 res = run_torch(args, cpus)
                 t_rounds.append(res["times"])
                 t_cpu += res["cpu_ms"]
                 print(f"round {r + 1} torch:  median {med(res['times']):.1f} ms", file=sys.stderr)
+            else:
+                res = run_torch(args, cpus, d_grads=True)
+                e_rounds.append(res["times"])
+                print(f"round {r + 1} torch, D's weight gradients in the G update too: "
+                      f"median {med(res['times']):.1f} ms", file=sys.stderr)
         load.append(os.getloadavg())
     # The per-phase breakdowns (and torch.profiler when asked for).
     busy.append(wait_idle(args.wait_idle, args.wait_timeout))
@@ -536,7 +553,8 @@ def main():
 
     g_all = [x for r in g_rounds for x in r]
     t_all = [x for r in t_rounds for x in r]
-    g_med, t_med = med(g_all), med(t_all)
+    e_all = [x for r in e_rounds for x in r]
+    g_med, t_med, e_med = med(g_all), med(t_all), med(e_all)
     ratio = g_med / t_med
     met = ratio <= goal
     g_best, t_best = min(med(r) for r in g_rounds), min(med(r) for r in t_rounds)
@@ -548,6 +566,15 @@ def main():
         + ", ".join(f"{med(r):.{nd}f}" for r in g_rounds) + f" | {min(g_all):.{nd}f} |",
         f"| PyTorch {torch.__version__}{' CUDA' if cuda else ''} | {t_med:.{nd}f} | {statistics.mean(t_all):.{nd}f} | "
         + ", ".join(f"{med(r):.{nd}f}" for r in t_rounds) + f" | {min(t_all):.{nd}f} |",
+        f"| PyTorch, D's weight gradients computed in the G update too (PyTorch's DCGAN "
+        f"example) | {e_med:.{nd}f} | {statistics.mean(e_all):.{nd}f} | "
+        + ", ".join(f"{med(r):.{nd}f}" for r in e_rounds) + f" | {min(e_all):.{nd}f} |",
+        "",
+        "Both sides do the same arithmetic in the first two rows: the G update backpropagates "
+        "through the images generated for the D update, and through D with its weights "
+        "frozen (no weight gradients nobody uses). The third row is the step as PyTorch's "
+        "DCGAN example writes it, which also computes D's weight gradients in the G update "
+        f"(and throws them away): gantry / that = {g_med / e_med:.2f}x, for reference only.",
         "",
         "| ratio gantry / PyTorch: of the medians | of the fastest rounds' medians "
         "| of the fastest steps | goal | met? |",
@@ -594,6 +621,7 @@ def main():
         "threads": args.threads, "cpus": sorted(cpus), "cpu": cpu_model(),
         "nproc": os.cpu_count(), "torch": torch.__version__, "burn_flex": burn_version(),
         "rustc": rustc_version(), "gantry_ms": g_rounds, "torch_ms": t_rounds,
+        "torch_d_grads_ms": e_rounds, "torch_d_grads_median_ms": e_med,
         "gantry_cpu_ms": g_cpu, "torch_cpu_ms": t_cpu, "gantry_median_ms": g_med, "torch_median_ms": t_med, "ratio": ratio, "goal_met": met,
         "load_average": load, "busy_before_runs": busy, "gantry_breakdown": gb, "gantry_stock_layers_breakdown": sb, "torch_breakdown": tb,
         "commit": git_commit(),
@@ -617,7 +645,8 @@ def main():
         f"DCGAN at {SIZE}x{SIZE}x{CHANNELS}, batch {BATCH}, latent {LATENT}, features "
         f"{FEATURES} (G 100->256->128->64->3, D 3->64->128->256->1, 4x4 kernels, "
         "BatchNorm), Adam (2e-4, 0.5, 0.999): batch creation, one D update on real and "
-        "detached fake images, one G update (`Dcgan::step` with `g_advantage: 1`).",
+        "detached fake images, one G update through the same fake images and a frozen D "
+        "(`Dcgan::step` with `g_advantage: 1`).",
         "",
         *lines,
         "",

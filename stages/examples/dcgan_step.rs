@@ -390,10 +390,10 @@ fn time_breakdown<B: AutodiffBackend>(
         );
         lap("latents", times);
         // D update.
-        let fake = g_forward(&g, z.clone()).detach();
+        let fake = g_forward(&g, z.clone());
         lap("d_upd.g_forward", times);
         let d_real = d_forward(&d, batch.images);
-        let d_fake = d_forward(&d, fake);
+        let d_fake = d_forward(&d, fake.clone().detach());
         lap("d_upd.d_forward", times);
         let _ = scalar(sigmoid(d_real.clone().detach()).mean());
         let _ = scalar(sigmoid(d_fake.clone().detach()).mean());
@@ -405,10 +405,8 @@ fn time_breakdown<B: AutodiffBackend>(
         let grads = GradientsParams::from_grads(grads, &d);
         d = d_opt.step(lr, d.clone(), grads);
         lap("d_upd.adam", times);
-        // G update.
-        let out = g_forward(&g, z.clone());
-        lap("g_upd.g_forward", times);
-        let logits = d_forward(&d.clone().no_grad(), out);
+        // G update, through the images generated for the D update (as `Dcgan::step`).
+        let logits = d_forward(&d.clone().no_grad(), fake);
         lap("g_upd.d_forward", times);
         let g_loss = bce_logits(logits, true);
         let _ = scalar(g_loss.clone().detach());

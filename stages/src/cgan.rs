@@ -177,7 +177,9 @@ impl StageKind for CganKind {
         // layout), so trained weights differ from version 2's in the last bits.
         // 4: convolutions, BatchNorm and their gradients on the CPU run through
         // `train::conv` and `train::norm` (other summation orders again).
-        4
+        // 5: weight gradients summed in fixed partial sums (another order), LeakyReLU and
+        // tanh as one op each.
+        5
     }
     fn summary(&self) -> &'static str {
         "train a conditional / auxiliary-classifier GAN on labelled images (seed 002, Table 3)"

@@ -152,7 +152,8 @@ impl StageKind for ClassifierKind {
     fn version(&self) -> u32 {
         // 2: convolutions and their gradients on the CPU run through `train::conv`, which
         // sums in another order than burn's.
-        2
+        // 3: weight gradients summed in fixed partial sums (another order again).
+        3
     }
     fn summary(&self) -> &'static str {
         "train a small CNN on labelled images, for the Inception Score and FID of `evaluate`"

@@ -13,7 +13,10 @@
 //! Losses as in DCGAN-tensorflow, which seed 003 forked: the discriminator minimises
 //! BCE(D(x), 1) + BCE(D(G(z)), 0), the generator BCE(D(G(z)), 1); each of the
 //! `g_advantage` generator updates of a step reuses the step's latent batch, as that
-//! fork's loop did. Logged per step: `d_loss`, `g_loss` (after the last generator
+//! fork's loop did (the first one also reuses the images generated for the discriminator
+//! update, as PyTorch's DCGAN example does: the generator has not changed in between,
+//! so they are the same images, and the generator's BatchNorm running statistics see
+//! that batch once). Logged per step: `d_loss`, `g_loss` (after the last generator
 //! update), their ratio, and D's mean output on real and fake images. Writes
 //! `loss_ratio.csv` and `loss_ratio.svg`: the log of the G:D loss ratio per epoch, the
 //! curve of seed 003's Figure 1.
@@ -157,7 +160,11 @@ impl StageKind for DcganKind {
         // layout), so trained weights differ from version 2's in the last bits.
         // 4: convolutions, BatchNorm and their gradients on the CPU run through
         // `train::conv` and `train::norm` (other summation orders again).
-        4
+        // 5: weight gradients summed in fixed partial sums (another order), LeakyReLU and
+        // tanh as one op each; the first generator update reuses the discriminator
+        // update's generated images, so the generator's BatchNorm running statistics
+        // are updated once per step fewer.
+        5
     }
     fn summary(&self) -> &'static str {
         "train a DCGAN with `g_advantage` generator updates per discriminator update (seed 003)"
@@ -315,9 +322,9 @@ impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
             &self.device,
         );
         // Discriminator update on real and (detached) generated images.
-        let fake = self.g.forward(z.clone()).detach();
+        let fake = self.g.forward(z.clone());
         let d_real = self.d.forward(batch.images);
-        let d_fake = self.d.forward(fake);
+        let d_fake = self.d.forward(fake.clone().detach());
         let d_real_p = scalar(sigmoid(d_real.clone().detach()).mean());
         let d_fake_p = scalar(sigmoid(d_fake.clone().detach()).mean());
         let d_loss = bce_logits(d_real, true) + bce_logits(d_fake, false);
@@ -328,10 +335,16 @@ impl<B: AutodiffBackend> Gan<B> for Dcgan<B> {
         // the discriminator whose weights are constants: the backward pass then skips
         // the discriminator's weight gradients, which the generator update never
         // uses (its batch statistics still update the discriminator's running ones).
+        // The first update backpropagates through the images the discriminator was just
+        // shown (the generator has not changed since, so generating them again would
+        // give the same images and gradients, at the cost of a forward pass); each
+        // later one generates them again with the updated generator.
         let mut g_loss_v = f64::NAN;
         let d = self.d.clone().no_grad();
+        let mut fake = Some(fake);
         for _ in 0..self.g_advantage {
-            let g_loss = bce_logits(d.forward(self.g.forward(z.clone())), true);
+            let images = fake.take().unwrap_or_else(|| self.g.forward(z.clone()));
+            let g_loss = bce_logits(d.forward(images), true);
             g_loss_v = scalar(g_loss.clone().detach());
             let grads = GradientsParams::from_grads(g_loss.backward(), &self.g);
             self.g = self.g_opt.step(self.g_lr, self.g.clone(), grads);
