@@ -33,6 +33,7 @@ use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions, FloatTensor};
 use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use burn_flex::FlexTensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
@@ -450,6 +451,7 @@ impl Phases {
     }
 
     /// Splits `plane` (h × w) into `out` (all phases, margins included).
+    #[inline]
     fn split(&self, plane: &[f32], w: usize, out: &mut [f32]) {
         let h = plane.len() / w;
         let [sy, sx] = self.s;
@@ -492,6 +494,7 @@ impl Phases {
 
     /// The inverse of [`Self::split`]: writes the phases' entries that lie on the plane
     /// back into `plane` (h × w), overwriting it; the margins are dropped.
+    #[inline]
     fn join(&self, phases: &[f32], w: usize, plane: &mut [f32]) {
         let h = plane.len() / w;
         let [sy, sx] = self.s;
@@ -560,6 +563,7 @@ fn im2col(x: &[f32], g: &Geom, lw: &Lowering, j0: usize, cols: &mut [f32], phase
 }
 
 /// [`im2col`] for the input channels `channels` only: `cols` holds their rows.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn im2col_channels(
     x: &[f32],
     g: &Geom,
@@ -608,6 +612,7 @@ fn im2col_channels(
 /// `stride` entries apart. The rows of the DCGAN layers are 4 to 16 entries long: at
 /// those widths the copies are unrolled, where a call to `memcpy` per row would cost more
 /// than the copy.
+#[inline]
 fn copy_window(src: &[f32], stride: usize, ow: usize, dst: &mut [f32]) {
     fn rows<const W: usize>(src: &[f32], stride: usize, dst: &mut [f32]) {
         for (oy, d) in dst.as_chunks_mut::<W>().0.iter_mut().enumerate() {
@@ -635,6 +640,7 @@ fn copy_window(src: &[f32], stride: usize, ow: usize, dst: &mut [f32]) {
 
 /// Adds `src` (`oh × ow`, row-major) into the window of `dst` whose rows start `stride`
 /// entries apart: the inverse of [`copy_window`], unrolled at the same widths.
+#[inline]
 fn add_window(src: &[f32], stride: usize, ow: usize, dst: &mut [f32]) {
     fn rows<const W: usize>(src: &[f32], stride: usize, dst: &mut [f32]) {
         for (oy, s) in src.as_chunks::<W>().0.iter().enumerate() {
@@ -663,6 +669,7 @@ fn add_window(src: &[f32], stride: usize, ow: usize, dst: &mut [f32]) {
 /// The adjoint of [`im2col`]: sums every entry of `cols` into the image position it was
 /// copied from. `dx` holds the chunk's `nb` images and is overwritten; the entries of
 /// `cols` that im2col would fill with padding land in the margins and are dropped.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn col2im(cols: &[f32], g: &Geom, lw: &Lowering, dx: &mut [f32], phases: &mut Vec<f32>) {
     let Lowering {
         nb,
@@ -858,6 +865,7 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &G
 }
 
 /// The output gradients of images `j0..j0+nb` as a `c_out × nb·p` matrix in `out`.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn gather_rows(dy: &[f32], g: &Geom, j0: usize, nb: usize, out: &mut [f32]) {
     let (p, l) = (g.p(), nb * g.p());
     for j in 0..nb {
@@ -871,6 +879,7 @@ fn gather_rows(dy: &[f32], g: &Geom, j0: usize, nb: usize, out: &mut [f32]) {
 /// [`gather_rows`], stored column by column (`nb·p × c_out` row-major). The weight
 /// gradients' products take it in this layout: with both operands holding the summed
 /// axis contiguously, gemm's AVX-512 kernels ran at a third of their speed on them.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn gather_columns(dy: &[f32], g: &Geom, j0: usize, nb: usize, out: &mut [f32]) {
     let (p, c_out) = (g.p(), g.c_out);
     for j in 0..nb {
@@ -1051,20 +1060,32 @@ fn sum_into_weight(partials: &[Vec<f32>], g: &Geom) -> FlexTensor {
     };
     out.par_chunks_mut(TILE * k)
         .enumerate()
-        .for_each(|(tile, rows)| {
-            let c0 = tile * TILE;
-            let height = rows.len() / k;
-            for kk0 in (0..k).step_by(TILE) {
-                for kk in kk0..(kk0 + TILE).min(k) {
-                    let column = &mut rows[kk..];
-                    for i in 0..height {
-                        let at = kk * c_out + c0 + i;
-                        column[i * k] = rest.iter().fold(first[at], |sum, part| sum + part[at]);
-                    }
-                }
-            }
-        });
+        .for_each(|(tile, rows)| sum_tile(first, rest, c_out, tile * TILE, TILE, rows));
     tensor(out, [g.c_out, g.c_in, g.kh, g.kw])
+}
+
+/// [`sum_into_weight`] for the weight's rows `c0..` that `rows` holds (`k` entries each),
+/// in `tile × tile` squares.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn sum_tile(
+    first: &[f32],
+    rest: &[Vec<f32>],
+    c_out: usize,
+    c0: usize,
+    tile: usize,
+    rows: &mut [f32],
+) {
+    let k = first.len() / c_out;
+    let height = rows.len() / k;
+    for kk0 in (0..k).step_by(tile) {
+        for kk in kk0..(kk0 + tile).min(k) {
+            let column = &mut rows[kk..];
+            for i in 0..height {
+                let at = kk * c_out + c0 + i;
+                column[i * k] = rest.iter().fold(first[at], |sum, part| sum + part[at]);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive, activation};
 use burn_flex::FlexTensor;
+use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
@@ -115,12 +116,15 @@ fn map<const D: usize>(
     let mut y = vec![0.0f32; x.len()];
     y.par_chunks_mut(TASK)
         .zip(x.par_chunks(TASK))
-        .for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = f(x);
-            }
-        });
+        .for_each(|(y, x)| map_task(y, x, &f));
     FlexTensor::from_data(TensorData::new(y, dims))
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn map_task(y: &mut [f32], x: &[f32], f: &(impl Fn(f32) -> f32 + Sync)) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = f(x);
+    }
 }
 
 /// `f` of the entries of `a` and `b` pairwise, in parallel tasks of [`TASK`] entries.
@@ -128,12 +132,15 @@ fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     out.par_chunks_mut(TASK)
         .zip(a.par_chunks(TASK).zip(b.par_chunks(TASK)))
-        .for_each(|(out, (a, b))| {
-            for ((out, &a), &b) in out.iter_mut().zip(a).zip(b) {
-                *out = f(a, b);
-            }
-        });
+        .for_each(|(out, (a, b))| map2_task(out, a, b, &f));
     out
+}
+
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn map2_task(out: &mut [f32], a: &[f32], b: &[f32], f: &(impl Fn(f32, f32) -> f32 + Sync)) {
+    for ((out, &a), &b) in out.iter_mut().zip(a).zip(b) {
+        *out = f(a, b);
+    }
 }
 
 /// A pointwise activation on the CPU backend's autodiff graph; its state is its output.
