@@ -177,8 +177,8 @@ impl StageKind for CganKind {
         // layout), so trained weights differ from version 2's in the last bits.
         // 4: convolutions, BatchNorm and their gradients on the CPU run through
         // `train::conv` and `train::norm` (other summation orders again).
-        // 5: weight gradients summed in fixed partial sums (another order), LeakyReLU and
-        // tanh as one op each.
+        // 5: weight gradients summed in fixed partial sums and BatchNorm's sums and input
+        // gradient in other orders and forms; LeakyReLU and tanh as one op each.
         5
     }
     fn summary(&self) -> &'static str {

@@ -160,8 +160,8 @@ impl StageKind for DcganKind {
         // layout), so trained weights differ from version 2's in the last bits.
         // 4: convolutions, BatchNorm and their gradients on the CPU run through
         // `train::conv` and `train::norm` (other summation orders again).
-        // 5: weight gradients summed in fixed partial sums (another order), LeakyReLU and
-        // tanh as one op each; the first generator update reuses the discriminator
+        // 5: weight gradients summed in fixed partial sums and BatchNorm's sums and input
+        // gradient in other orders and forms; LeakyReLU and tanh as one op each; the first generator update reuses the discriminator
         // update's generated images, so the generator's BatchNorm running statistics
         // are updated once per step fewer.
         5
