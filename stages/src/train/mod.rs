@@ -2,6 +2,7 @@
 //! optimizers, weight initialisation, checkpoints that resume and extend, the loss log,
 //! plots, and the loop that ties them together.
 
+pub mod adam;
 pub mod backend;
 pub mod checkpoint;
 pub mod conv;

@@ -5,13 +5,14 @@ use std::marker::PhantomData;
 
 use burn::module::{AutodiffModule, Module, ModuleVisitor, Param};
 use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer, RmsProp, RmsPropConfig};
+use burn::optim::{GradientsParams, Optimizer, RmsProp, RmsPropConfig};
 use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
 use burn::tensor::Tensor;
 use burn::tensor::backend::AutodiffBackend;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::adam::FusedAdam;
 use crate::StageError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -113,13 +114,11 @@ impl OptimizerSpec {
 
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(&self) -> Optim<M, B> {
         match self.kind {
-            OptimizerKind::Adam => Optim::Adam(
-                AdamConfig::new()
-                    .with_beta_1(self.beta1 as f32)
-                    .with_beta_2(self.beta2 as f32)
-                    .with_epsilon(self.eps as f32)
-                    .init(),
-            ),
+            OptimizerKind::Adam => Optim::Adam(OptimizerAdaptor::from(FusedAdam::new(
+                self.beta1 as f32,
+                self.beta2 as f32,
+                self.eps as f32,
+            ))),
             // burn's RMSprop defaults to momentum 0.9; PyTorch and Keras use none.
             OptimizerKind::Rmsprop => Optim::RmsProp(
                 RmsPropConfig::new()
@@ -135,7 +134,7 @@ impl OptimizerSpec {
 /// Either optimizer behind one type, so that a stage's networks can use either.
 #[derive(Clone)]
 pub enum Optim<M: AutodiffModule<B>, B: AutodiffBackend> {
-    Adam(OptimizerAdaptor<Adam, M, B>),
+    Adam(OptimizerAdaptor<FusedAdam, M, B>),
     RmsProp(OptimizerAdaptor<RmsProp, M, B>),
 }
 
