@@ -19,6 +19,7 @@ use burn_flex::FlexTensor;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
+use super::buffer::par_filled;
 use super::conv::{contiguous, same_type, values};
 
 /// Entries per parallel task.
@@ -100,55 +101,48 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
                 _ => unreachable!("B is Flex, whose float tensors are not quantized here"),
             }
         };
-        let back = |v: Vec<f32>| -> Tensor<B, D> {
-            let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(
-                FlexTensor::from_data(TensorData::new(v, dims)),
-            ));
+        let back = |t: FlexTensor| -> Tensor<B, D> {
+            let t = Tensor::<Flex, D>::from_primitive(TensorPrimitive::Float(t));
             same_type::<_, Tensor<B, D>>(t).unwrap_or_else(|_| unreachable!("B is Flex"))
         };
+        // The parameter and its moments are updated in place. Fresh output buffers had
+        // cost a serial zeroing of each, per tensor and step. The moments belong to the
+        // optimizer's state; the parameter's buffer is shared when the caller kept a copy
+        // of the module (`opt.step(lr, net.clone(), grads)`), and `storage_mut` would then
+        // copy it on one thread, so it is copied here in parallel instead.
         let (param, grad) = (flex(tensor), flex(grad));
-        let (m1, m2) = match state {
-            Some(s) => (
-                Some(flex(s.momentum.moment_1)),
-                Some(flex(s.momentum.moment_2)),
-            ),
-            None => (None, None),
-        };
         let n = values(&param).len();
-        let (mut p_out, mut m1_out, mut m2_out) =
-            (vec![0.0f32; n], vec![0.0f32; n], vec![0.0f32; n]);
-        let zeros = Vec::new();
-        let (m1_in, m2_in) = match (&m1, &m2) {
-            (Some(a), Some(b)) => (values(a), values(b)),
-            _ => (&zeros[..], &zeros[..]),
+        let mut param = if param.is_unique() {
+            param
+        } else {
+            let old = values(&param);
+            let v = par_filled(n, TASK, |i, p| {
+                p.copy_from_slice(&old[i * TASK..][..p.len()])
+            });
+            FlexTensor::from_data(TensorData::new(v, dims))
         };
-        let (param_in, grad_in) = (values(&param), values(&grad));
-        p_out
+        let (mut m1, mut m2) = match state {
+            Some(s) => (flex(s.momentum.moment_1), flex(s.momentum.moment_2)),
+            None => {
+                let zeros = || {
+                    let v = par_filled(n, TASK, |_, _| {});
+                    FlexTensor::from_data(TensorData::new(v, dims))
+                };
+                (zeros(), zeros())
+            }
+        };
+        let grad_in = values(&grad);
+        param
+            .storage_mut::<f32>()
             .par_chunks_mut(TASK)
-            .zip(m1_out.par_chunks_mut(TASK))
-            .zip(m2_out.par_chunks_mut(TASK))
+            .zip(m1.storage_mut::<f32>().par_chunks_mut(TASK))
+            .zip(m2.storage_mut::<f32>().par_chunks_mut(TASK))
             .enumerate()
             .for_each(|(i, ((p, m1), m2))| {
-                let at = i * TASK;
-                let len = p.len();
-                let (m1_old, m2_old) = if f.moments {
-                    (&m1_in[at..at + len], &m2_in[at..at + len])
-                } else {
-                    (&m1_in[..0], &m2_in[..0])
-                };
-                update(
-                    &param_in[at..at + len],
-                    &grad_in[at..at + len],
-                    m1_old,
-                    m2_old,
-                    f,
-                    p,
-                    m1,
-                    m2,
-                );
+                update(&grad_in[i * TASK..][..p.len()], f, p, m1, m2);
             });
-        let momentum = AdaptiveMomentumState::new(time, back(m1_out), back(m2_out));
-        (back(p_out), Some(AdamState::new(momentum)))
+        let momentum = AdaptiveMomentumState::new(time, back(m1), back(m2));
+        (back(param), Some(AdamState::new(momentum)))
     }
 
     fn to_device<const D: usize>(state: Self::State<D>, device: &B::Device) -> Self::State<D> {
@@ -156,37 +150,28 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
     }
 }
 
-/// One task's entries: the moments' update and the parameter's, each value computed by
-/// the same f32 operations in the same order as burn's `Adam` (no fused multiply-adds),
-/// so that both give the same bits.
-#[allow(clippy::too_many_arguments)]
+/// One task's entries, updated in place: the moments' update and the parameter's, each
+/// value computed by the same f32 operations in the same order as burn's `Adam` (no fused
+/// multiply-adds), so that both give the same bits. Without earlier moments (`f.moments`
+/// false) the moments' old values are not read.
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn update(
-    param: &[f32],
-    grad: &[f32],
-    m1_old: &[f32],
-    m2_old: &[f32],
-    f: Factors,
-    param_out: &mut [f32],
-    m1_out: &mut [f32],
-    m2_out: &mut [f32],
-) {
+fn update(grad: &[f32], f: Factors, param: &mut [f32], m1: &mut [f32], m2: &mut [f32]) {
     if f.moments {
         for i in 0..param.len() {
             let g = grad[i];
-            m1_out[i] = m1_old[i] * f.beta_1 + g * f.keep_1;
-            m2_out[i] = m2_old[i] * f.beta_2 + (g * g) * f.keep_2;
+            m1[i] = m1[i] * f.beta_1 + g * f.keep_1;
+            m2[i] = m2[i] * f.beta_2 + (g * g) * f.keep_2;
         }
     } else {
         for i in 0..param.len() {
             let g = grad[i];
-            m1_out[i] = g * f.keep_1;
-            m2_out[i] = (g * g) * f.keep_2;
+            m1[i] = g * f.keep_1;
+            m2[i] = (g * g) * f.keep_2;
         }
     }
     for i in 0..param.len() {
-        let step = (m1_out[i] * f.combined) / (m2_out[i].sqrt() + f.epsilon);
-        param_out[i] = param[i] - step * f.lr;
+        let step = (m1[i] * f.combined) / (m2[i].sqrt() + f.epsilon);
+        param[i] -= step * f.lr;
     }
 }
 

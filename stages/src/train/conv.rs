@@ -37,6 +37,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
+use super::buffer::par_filled;
 
 /// `conv.forward(x)`, through the fast CPU path when the backend is the CPU one.
 pub fn conv2d_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -804,8 +805,9 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &G
     let (x, w, bias) = (contiguous(x), contiguous(w), bias.map(contiguous));
     let (x, w, bias) = (values(&x), values(&w), bias.as_ref().map(values));
     let (k, p) = (g.k(), g.p());
-    let mut y = vec![0.0f32; g.n * g.c_out * p];
+    let len = g.n * g.c_out * p;
     if g.full_map() {
+        let mut y = vec![0.0f32; len];
         // Y (n × c_out) = X (n × k) · Wᵀ (k × c_out).
         matmul_on(
             true,
@@ -827,40 +829,38 @@ fn conv_forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &G
         }
         return tensor(y, [g.n, g.c_out, g.oh, g.ow]);
     }
-    y.par_chunks_mut(g.chunk * g.c_out * p)
-        .enumerate()
-        .for_each(|(i, y)| {
-            with_scratch(|Scratch { cols, rows, phases }| {
-                let nb = y.len() / (g.c_out * p);
-                let l = nb * p;
-                let cols = sized(cols, k * l);
-                im2col(x, g, &Lowering::new(g, nb), i * g.chunk, cols, phases);
-                let out = sized(rows, g.c_out * l);
-                matmul_on(
-                    false,
-                    g.c_out,
-                    l,
-                    k,
-                    out,
-                    [l, 1],
-                    false,
-                    w,
-                    [k, 1],
-                    cols,
-                    [l, 1],
-                );
-                for j in 0..nb {
-                    for c in 0..g.c_out {
-                        let dst = &mut y[(j * g.c_out + c) * p..][..p];
-                        let src = &out[c * l + j * p..][..p];
-                        match bias {
-                            Some(b) => dst.iter_mut().zip(src).for_each(|(d, v)| *d = v + b[c]),
-                            None => dst.copy_from_slice(src),
-                        }
+    let y = par_filled(len, g.chunk * g.c_out * p, |i, y| {
+        with_scratch(|Scratch { cols, rows, phases }| {
+            let nb = y.len() / (g.c_out * p);
+            let l = nb * p;
+            let cols = sized(cols, k * l);
+            im2col(x, g, &Lowering::new(g, nb), i * g.chunk, cols, phases);
+            let out = sized(rows, g.c_out * l);
+            matmul_on(
+                false,
+                g.c_out,
+                l,
+                k,
+                out,
+                [l, 1],
+                false,
+                w,
+                [k, 1],
+                cols,
+                [l, 1],
+            );
+            for j in 0..nb {
+                for c in 0..g.c_out {
+                    let dst = &mut y[(j * g.c_out + c) * p..][..p];
+                    let src = &out[c * l + j * p..][..p];
+                    match bias {
+                        Some(b) => dst.iter_mut().zip(src).for_each(|(d, v)| *d = v + b[c]),
+                        None => dst.copy_from_slice(src),
                     }
                 }
-            })
-        });
+            }
+        })
+    });
     tensor(y, [g.n, g.c_out, g.oh, g.ow])
 }
 
@@ -899,8 +899,9 @@ fn input_grad(dy: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Ge
     let (dy, w, bias) = (contiguous(dy), contiguous(w), bias.map(contiguous));
     let (dy, w, bias) = (values(&dy), values(&w), bias.as_ref().map(values));
     let (k, plane) = (g.k(), g.h * g.w);
-    let mut dx = vec![0.0f32; g.n * g.c_in * plane];
+    let len = g.n * g.c_in * plane;
     if g.full_map() {
+        let mut dx = vec![0.0f32; len];
         // dX (n × k) = dY (n × c_out) · W (c_out × k).
         matmul_on(
             true,
@@ -922,36 +923,34 @@ fn input_grad(dy: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Ge
         }
         return tensor(dx, [g.n, g.c_in, g.h, g.w]);
     }
-    dx.par_chunks_mut(g.chunk * g.c_in * plane)
-        .enumerate()
-        .for_each(|(i, dx)| {
-            with_scratch(|Scratch { cols, rows, phases }| {
-                let nb = dx.len() / (g.c_in * plane);
-                let l = nb * g.p();
-                let rows = sized(rows, g.c_out * l);
-                gather_rows(dy, g, i * g.chunk, nb, rows);
-                let cols = sized(cols, k * l);
-                matmul_on(
-                    false,
-                    k,
-                    l,
-                    g.c_out,
-                    cols,
-                    [l, 1],
-                    false,
-                    w,
-                    [1, k],
-                    rows,
-                    [l, 1],
-                );
-                col2im(cols, g, &Lowering::new(g, nb), dx, phases);
-                if let Some(b) = bias {
-                    for (plane, b) in dx.chunks_exact_mut(plane).zip(b.iter().cycle()) {
-                        plane.iter_mut().for_each(|v| *v += b);
-                    }
+    let dx = par_filled(len, g.chunk * g.c_in * plane, |i, dx| {
+        with_scratch(|Scratch { cols, rows, phases }| {
+            let nb = dx.len() / (g.c_in * plane);
+            let l = nb * g.p();
+            let rows = sized(rows, g.c_out * l);
+            gather_rows(dy, g, i * g.chunk, nb, rows);
+            let cols = sized(cols, k * l);
+            matmul_on(
+                false,
+                k,
+                l,
+                g.c_out,
+                cols,
+                [l, 1],
+                false,
+                w,
+                [1, k],
+                rows,
+                [l, 1],
+            );
+            col2im(cols, g, &Lowering::new(g, nb), dx, phases);
+            if let Some(b) = bias {
+                for (plane, b) in dx.chunks_exact_mut(plane).zip(b.iter().cycle()) {
+                    plane.iter_mut().for_each(|v| *v += b);
                 }
-            })
-        });
+            }
+        })
+    });
     tensor(dx, [g.n, g.c_in, g.h, g.w])
 }
 
@@ -1060,10 +1059,9 @@ fn sum_into_weight(partials: Vec<Vec<f32>>, g: &Geom) -> FlexTensor {
     sum.par_chunks_mut(SPAN)
         .enumerate()
         .for_each(|(i, span)| add_in_order(span, &rest, i * SPAN));
-    let mut out = vec![0.0f32; c_out * k];
-    out.par_chunks_mut(TRANSPOSE_TILE * k)
-        .enumerate()
-        .for_each(|(tile, rows)| transpose_rows(&sum, c_out, tile * TRANSPOSE_TILE, rows));
+    let out = par_filled(c_out * k, TRANSPOSE_TILE * k, |tile, rows| {
+        transpose_rows(&sum, c_out, tile * TRANSPOSE_TILE, rows)
+    });
     tensor(out, [g.c_out, g.c_in, g.kh, g.kw])
 }
 

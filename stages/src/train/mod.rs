@@ -4,6 +4,7 @@
 
 pub mod adam;
 pub mod backend;
+mod buffer;
 pub mod checkpoint;
 pub mod conv;
 pub mod data;

@@ -25,6 +25,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
+use super::buffer::par_filled;
 use super::conv::{contiguous, cpu_float, is_cpu, same_type, values};
 
 /// The activation applied after a BatchNorm.
@@ -275,11 +276,18 @@ fn normalize(x: &FlexTensor, s: &NormState) -> FlexTensor {
     let x = values(&x);
     let [n, c, h, w] = s.dims;
     let plane = h * w;
-    let mut y = vec![0.0f32; n * c * plane];
     let negative = s.act.negative_slope();
-    y.par_chunks_mut((c * plane).max(1))
-        .zip(x.par_chunks((c * plane).max(1)))
-        .for_each(|(y, x)| normalize_image(y, x, plane, &s.scale, &s.shift, negative));
+    let image = (c * plane).max(1);
+    let y = par_filled(n * c * plane, image, |j, y| {
+        normalize_image(
+            y,
+            &x[j * image..][..y.len()],
+            plane,
+            &s.scale,
+            &s.shift,
+            negative,
+        )
+    });
     FlexTensor::from_data(TensorData::new(y, s.dims))
 }
 
@@ -349,13 +357,11 @@ impl Backward<Flex, 3> for NormOp {
                     (k, a, -k * mean_dz - a * mean)
                 })
                 .collect();
-            let mut dx = vec![0.0f32; n * c * plane];
             let image = (c * plane).max(1);
-            dx.par_chunks_mut(image)
-                .zip(x.par_chunks(image).zip(dy.par_chunks(image)))
-                .for_each(|(dx, (x, dy))| {
-                    input_grad_image(dx, x, dy, plane, &s.scale, &s.shift, &terms, negative)
-                });
+            let dx = par_filled(n * c * plane, image, |j, dx| {
+                let (x, dy) = (&x[j * image..][..dx.len()], &dy[j * image..][..dx.len()]);
+                input_grad_image(dx, x, dy, plane, &s.scale, &s.shift, &terms, negative)
+            });
             grads.register::<Flex>(node.id, FlexTensor::from_data(TensorData::new(dx, s.dims)));
         }
         let channel_vector = |v: Vec<f32>| FlexTensor::from_data(TensorData::new(v, [c]));

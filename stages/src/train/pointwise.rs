@@ -18,9 +18,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, TensorPrimitive, activation};
 use burn_flex::FlexTensor;
 use multiversion::multiversion;
-use rayon::prelude::*;
 
 use super::backend::Cpu;
+use super::buffer::par_filled;
 use super::conv::{contiguous, cpu_float, is_cpu, same_type, values};
 
 /// Entries per parallel task: large enough that a task outweighs its scheduling, small
@@ -113,10 +113,9 @@ fn map<const D: usize>(
 ) -> FlexTensor {
     let x = contiguous(x);
     let x = values(&x);
-    let mut y = vec![0.0f32; x.len()];
-    y.par_chunks_mut(TASK)
-        .zip(x.par_chunks(TASK))
-        .for_each(|(y, x)| map_task(y, x, &f));
+    let y = par_filled(x.len(), TASK, |i, y| {
+        map_task(y, &x[i * TASK..][..y.len()], &f)
+    });
     FlexTensor::from_data(TensorData::new(y, dims))
 }
 
@@ -129,11 +128,10 @@ fn map_task(y: &mut [f32], x: &[f32], f: &(impl Fn(f32) -> f32 + Sync)) {
 
 /// `f` of the entries of `a` and `b` pairwise, in parallel tasks of [`TASK`] entries.
 fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
-    let mut out = vec![0.0f32; a.len()];
-    out.par_chunks_mut(TASK)
-        .zip(a.par_chunks(TASK).zip(b.par_chunks(TASK)))
-        .for_each(|(out, (a, b))| map2_task(out, a, b, &f));
-    out
+    par_filled(a.len(), TASK, |i, out| {
+        let at = i * TASK..i * TASK + out.len();
+        map2_task(out, &a[at.clone()], &b[at], &f)
+    })
 }
 
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
