@@ -20,6 +20,10 @@ where
     let mut buf: Vec<f32> = Vec::with_capacity(len);
     buf.spare_capacity_mut()[..len]
         .par_chunks_mut(chunk.max(1))
+        // One job per chunk. rayon otherwise hands a thread a run of chunks to do in
+        // turn, which no idle thread can take a part of: the last run left the other
+        // core idle for up to two chunks' time at the end of every loop.
+        .with_max_len(1)
         .enumerate()
         .for_each(|(i, part)| {
             part.fill(MaybeUninit::new(0.0));

@@ -1013,6 +1013,7 @@ fn weight_grad(x: &FlexTensor, dy: &FlexTensor, g: &Geom) -> FlexTensor {
     let per_task = chunks.div_ceil(PARTIAL_SUMS);
     let partials: Vec<Vec<f32>> = (0..chunks.div_ceil(per_task))
         .into_par_iter()
+        .with_max_len(1)
         .map(|t| {
             let mut dw = vec![0.0f32; g.c_out * k];
             with_scratch(|Scratch { cols, rows, phases }| {
