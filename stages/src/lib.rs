@@ -7,6 +7,7 @@
 //! This crate knows nothing about YAML, DAGs, caches or executors: a stage gets its typed
 //! params, its input artifacts as directories, and a scratch directory to write into.
 
+mod buffer;
 pub mod cgan;
 pub mod classifier;
 pub mod context;

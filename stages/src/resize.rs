@@ -31,7 +31,8 @@
 use std::ops::Range;
 
 use gantry_datasets::ImageSet;
-use rayon::prelude::*;
+
+use crate::buffer::par_filled_with;
 
 /// A resampling filter, named and behaving as Pillow's `Image.Resampling` members.
 #[derive(
@@ -244,15 +245,14 @@ pub fn resize_set(
             channels: set.channels,
         })?;
 
-    let mut pixels = vec![0; total];
     // Scratch buffers live as long as a rayon job, not an image, so that a job over
     // many images allocates them once.
-    pixels
-        .par_chunks_mut(plan.dst_len)
-        .enumerate()
-        .for_each_init(Scratch::default, |scratch, (i, dst)| {
-            scratch.run(&plan, &set.pixels, i, dst)
-        });
+    let pixels = par_filled_with(
+        total,
+        plan.dst_len,
+        Scratch::default,
+        |scratch, i, dst: &mut [u8]| scratch.run(&plan, &set.pixels, i, dst),
+    );
 
     let mut out = ImageSet::new(dst_width, dst_height, set.channels);
     out.pixels = pixels;

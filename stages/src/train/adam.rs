@@ -19,8 +19,8 @@ use burn_flex::FlexTensor;
 use multiversion::multiversion;
 use rayon::prelude::*;
 
-use super::buffer::par_filled;
 use super::conv::{contiguous, same_type, values};
+use crate::buffer::par_filled;
 
 /// Entries per parallel task.
 const TASK: usize = 1 << 14;
@@ -125,7 +125,7 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
             Some(s) => (flex(s.momentum.moment_1), flex(s.momentum.moment_2)),
             None => {
                 let zeros = || {
-                    let v = par_filled(n, TASK, |_, _| {});
+                    let v = par_filled::<f32, _>(n, TASK, |_, _| {});
                     FlexTensor::from_data(TensorData::new(v, dims))
                 };
                 (zeros(), zeros())

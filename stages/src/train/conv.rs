@@ -37,7 +37,7 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
-use super::buffer::par_filled;
+use crate::buffer::par_filled;
 
 /// `conv.forward(x)`, through the fast CPU path when the backend is the CPU one.
 pub fn conv2d_forward<B: Backend>(conv: &Conv2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {

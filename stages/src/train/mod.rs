@@ -4,7 +4,6 @@
 
 pub mod adam;
 pub mod backend;
-mod buffer;
 pub mod checkpoint;
 pub mod conv;
 pub mod data;

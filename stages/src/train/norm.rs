@@ -25,8 +25,8 @@ use multiversion::multiversion;
 use rayon::prelude::*;
 
 use super::backend::Cpu;
-use super::buffer::par_filled;
 use super::conv::{contiguous, cpu_float, is_cpu, same_type, values};
+use crate::buffer::par_filled;
 
 /// The activation applied after a BatchNorm.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -20,8 +20,8 @@ use burn_flex::FlexTensor;
 use multiversion::multiversion;
 
 use super::backend::Cpu;
-use super::buffer::par_filled;
 use super::conv::{contiguous, cpu_float, is_cpu, same_type, values};
+use crate::buffer::par_filled;
 
 /// Entries per parallel task: large enough that a task outweighs its scheduling, small
 /// enough that the DCGAN's smallest activations still split across threads.
