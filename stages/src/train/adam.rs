@@ -115,10 +115,11 @@ impl<B: Backend> SimpleOptimizer<B> for FusedAdam {
         let mut param = if param.is_unique() {
             param
         } else {
-            let old = values(&param);
-            let v = par_filled(n, TASK, |i, p| {
-                p.copy_from_slice(&old[i * TASK..][..p.len()])
-            });
+            let v: Vec<f32> = values(&param)
+                .par_iter()
+                .copied()
+                .with_min_len(TASK)
+                .collect();
             FlexTensor::from_data(TensorData::new(v, dims))
         };
         let (mut m1, mut m2) = match state {
