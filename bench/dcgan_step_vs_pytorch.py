@@ -371,6 +371,8 @@ def perf_profile(binary, args, cpus):
     if not shutil.which("perf"):
         print("perf not found: skipping the profile", file=sys.stderr)
         return None
+    # A fresh clone has no work folder yet, and perf will not make one.
+    WORK.mkdir(parents=True, exist_ok=True)
     data = WORK / "dcgan_step.perf.data"
     steps = max(4, args.steps // 2)
     cmd = ["perf", "record", "-q", "-F", "299", "--call-graph", "dwarf,32768", "-o", str(data),
