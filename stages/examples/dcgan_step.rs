@@ -5,7 +5,8 @@
 //! ```text
 //! cargo run --release -p gantry-stages --example dcgan_step -- \
 //!     [--steps 20] [--warmup 3] [--threads 2] [--breakdown-steps N] [--seed 1] \
-//!     [--breakdown-nets project|stock] [--backend cpu|cuda|auto]
+//!     [--breakdown-nets project|stock] [--backend cpu|cuda|auto] \
+//!     [--perf-control CTL_FIFO,ACK_FIFO]
 //! ```
 //!
 //! 32x32x3 images (256 of pseudo-random bytes), batch 64, the usual 4-layer G and D
@@ -33,6 +34,11 @@
 //! On CUDA the GPU runs behind the host: each step ends when `Dcgan::step` has read its
 //! losses back (as PyTorch's `.item()`), and each phase of part 2 ends with a device
 //! sync so that its time is the GPU's work for that phase, not the launch time.
+//!
+//! `--perf-control` names the fifos of `perf record -D -1 --control fifo:CTL,ACK`: the
+//! example enables perf's events when part 1's warm-up is over and disables them after
+//! its last timed step, so that a profile holds the timed steps only (the warm-up steps
+//! fault in the whole working set: a tenth of their CPU time is the kernel zeroing pages).
 //!
 //! Prints a human-readable table, then one `JSON {...}` line and a final
 //! `RESULT median_ms=... mean_ms=...` line (batch creation + `Dcgan::step`).
@@ -77,6 +83,7 @@ struct Args {
     seed: u64,
     stock_nets: bool,
     backend: String,
+    perf_control: Option<(String, String)>,
 }
 
 fn parse_args() -> Res<Args> {
@@ -88,6 +95,7 @@ fn parse_args() -> Res<Args> {
         seed: 1,
         stock_nets: false,
         backend: "cpu".into(),
+        perf_control: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -99,6 +107,13 @@ fn parse_args() -> Res<Args> {
             "--breakdown-steps" => a.breakdown_steps = Some(value()?.parse()?),
             "--seed" => a.seed = value()?.parse()?,
             "--backend" => a.backend = value()?,
+            "--perf-control" => {
+                let v = value()?;
+                let (ctl, ack) = v
+                    .split_once(',')
+                    .ok_or_else(|| format!("--perf-control {v}: CTL_FIFO,ACK_FIFO"))?;
+                a.perf_control = Some((ctl.into(), ack.into()));
+            }
             "--breakdown-nets" => {
                 a.stock_nets = match value()?.as_str() {
                     "project" => false,
@@ -284,6 +299,25 @@ fn d_forward_stock<B: burn::tensor::backend::Backend>(
     x.reshape([n])
 }
 
+/// Sends `command` (`enable` or `disable`) to a `perf record --control fifo:CTL,ACK` and
+/// waits for its acknowledgement, so that the events switch before the caller goes on.
+fn perf_command(control: &Option<(String, String)>, command: &str) -> Res<()> {
+    use std::io::{BufRead, Write};
+    let Some((ctl, ack)) = control else {
+        return Ok(());
+    };
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(ctl)?
+        .write_all(format!("{command}\n").as_bytes())?;
+    let mut reply = String::new();
+    std::io::BufReader::new(std::fs::File::open(ack)?).read_line(&mut reply)?;
+    if reply.trim() != "ack" {
+        return Err(format!("perf answered {reply:?} to {command}").into());
+    }
+    Ok(())
+}
+
 /// Part 1: the project's own `Batcher::batch` + `Dcgan::step`.
 fn time_dcgan_step<B: AutodiffBackend>(
     args: &Args,
@@ -295,6 +329,9 @@ fn time_dcgan_step<B: AutodiffBackend>(
     let mut gan = Dcgan::<B>::new(&config(), SIZE, CHANNELS, args.seed, &device)?;
     let mut last = Vec::new();
     for step in 0..args.warmup + args.steps {
+        if step == args.warmup {
+            perf_command(&args.perf_control, "enable")?;
+        }
         let (faults, cpu) = proc_counters();
         let t0 = Instant::now();
         let batch: Batch<B> = batcher.batch::<B>(step, &device);
@@ -312,6 +349,7 @@ fn time_dcgan_step<B: AutodiffBackend>(
             times.add("cpu_ms", cpu_now - cpu);
         }
     }
+    perf_command(&args.perf_control, "disable")?;
     if last.iter().any(|v| !v.is_finite()) {
         return Err(format!("non-finite losses {last:?}").into());
     }
