@@ -393,8 +393,6 @@ def perf_profile(binary, args, cpus):
     where, kinds, cross, total = Counter(), Counter(), Counter(), 0
     for _tid, period, frames in perf_samples(out.splitlines()):
         stack = "\n".join(s for _, s in frames)
-        if any(k in stack for k in ("Dcgan<B>::new", "train::init::init", "time_breakdown")):
-            continue
         w = next((label for key, label in PERF_WHERE if key in stack), None)
         if w is None:
             w = "idle rayon worker" if "rayon_core" in stack else "other"
@@ -701,9 +699,10 @@ def main():
     if prof:
         report += [f"Where gantry's time goes: `perf record -F 299 --call-graph dwarf` of "
                    f"{prof['steps']} timed steps of the example (perf's events on after 2 "
-                   "warm-up steps and off after the last timed one), share of the sampled CPU time of both threads; \"where\" is "
-                   "the first of these found in the call stack, \"leaf kind\" the function "
-                   "the sample landed in:", "", *perf_lines(prof), ""]
+                   "warm-up steps and off after the last timed one), share of the sampled "
+                   "CPU time of both threads; \"where\" is the first of these found in the "
+                   "call stack, \"leaf kind\" the function the sample landed in:", "",
+                   *perf_lines(prof), ""]
         print("\n".join(perf_lines(prof)))
         info["perf"] = prof
         (WORK / f"dcgan_step_vs_pytorch{suffix}.json").write_text(json.dumps(info, indent=1) + "\n")
